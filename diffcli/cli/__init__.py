@@ -1,0 +1,21 @@
+"""The diffcli command line: one thin module per command; errors are one sentence on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="diffcli",
+    help="Fast, accurate diffusion sampling: analytical denoisers, parallel solvers, fitted schedules.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each command module registers itself on `app` when imported (see cli/common.py: `command`).
+from diffcli.cli import index_build, sample  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,52 @@
+"""What a dataset loader returns, and the deterministic train / held-out split."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset. Images are uint8 [N, C, H, W] (data space [-1, 1] = u8 / 127.5 - 1); vectors float32 [N, D].
+
+    `extra` holds arrays stored in the index as they are (keys are HDF5 paths, e.g. "gmm/means");
+    `info` holds attributes (e.g. {"source": ...}).
+    """
+
+    spec: str
+    kind: str  # "image" or "vector"
+    train: np.ndarray
+    heldout: np.ndarray
+    labels: np.ndarray | None = None
+    heldout_labels: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def split_seed(name: str) -> int:
+    """A fixed seed per dataset name, so the split never depends on Python's hash randomisation."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def heldout_split(n: int, name: str, fraction: float = 0.1, cap: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train_ids, heldout_ids), both sorted; held-out is `fraction` of n, at most `cap`, at least 1."""
+    n_held = int(min(cap, max(1, round(n * fraction))))
+    perm = np.random.default_rng(split_seed(name)).permutation(n)
+    return np.sort(perm[n_held:]), np.sort(perm[:n_held])
+
+
+def split_arrays(name, spec, kind, data, labels=None, **kwargs) -> Dataset:
+    """Split `data` (and labels) into a Dataset with the deterministic held-out split."""
+    train_ids, held_ids = heldout_split(len(data), name)
+    return Dataset(
+        spec=spec,
+        kind=kind,
+        train=data[train_ids],
+        heldout=data[held_ids],
+        labels=None if labels is None else labels[train_ids],
+        heldout_labels=None if labels is None else labels[held_ids],
+        **kwargs,
+    )

@@ -1,0 +1,20 @@
+"""Denoisers by name. Each factory is `build(index, opts: DenoiserOptions) -> AbstractDenoiser`."""
+
+from diffcli.registry import resolve
+
+DENOISERS = {
+    "empirical": "diffcli.denoisers.empirical:build",
+    "gmm": "diffcli.denoisers.gmm:build",
+    "wiener": "diffcli.denoisers.wiener:build",
+    "pca-local": "diffcli.denoisers.pca_local:build",
+    "golden": "diffcli.denoisers.golden:build",
+    "els": "diffcli.denoisers.els:build_els",
+    "ls": "diffcli.denoisers.els:build_ls",
+    "nearest": "diffcli.denoisers.nearest:build",
+    "neural": "diffcli.denoisers.neural:build",
+}
+
+
+def build_denoiser(name: str, index, opts):
+    """The denoiser `name` over `index`; unknown names are a usage error listing the choices."""
+    return resolve("denoiser", DENOISERS, name)(index, opts)

@@ -1,0 +1,1 @@
+"""Files diffcli writes: atomic writes, sample files, PNG grids and plots, JSON reports."""
