@@ -1,0 +1,43 @@
+# diffcli: set-up, demo, tests, benchmarks. Every target creates .venv on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-all bench lint install dev reproduce-analytic clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+## demo: install, sample 64 digits with the exact empirical denoiser, say where the picture is
+demo: install
+	$(BIN)/diffcli sample --out demo-out --overwrite
+	@echo "The picture is at $(CURDIR)/demo-out/grid.png"
+
+## test: the default suite (slow checks excluded)
+test: dev
+	$(BIN)/python -m pytest
+
+test-all: dev
+	$(BIN)/python -m pytest -m ''
+
+bench: dev
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+lint: dev
+	$(BIN)/ruff check diffcli tests benchmarks
+
+clean:
+	rm -rf demo-out out .pytest_cache

@@ -1,0 +1,40 @@
+"""`diffcli index-build`: write the HDF5 index of a dataset (atomically)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from diffcli.cli import app
+from diffcli.cli.common import command, emit_json, info
+
+
+@command(app, "index-build")
+def index_build(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset spec NAME[:key=value,...].")] = "digits",
+    root: Annotated[str | None, typer.Option("--root", help="Where the dataset's files are (real datasets, folder).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Index file (default under $DIFFCLI_HOME/indexes).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N images.")] = None,
+    coarse: Annotated[bool, typer.Option("--coarse/--no-coarse", help="Cluster the proxies for the sublinear coarse stage.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+):
+    """Build the index of a dataset: images, held-out split, proxies, PCA statistics, coarse clusters."""
+    from diffcli.cli.common import Progress
+    from diffcli.data import load_dataset
+    from diffcli.index import open_index
+    from diffcli.index.build import build_index, default_index_path
+
+    path = out or default_index_path(dataset, limit, root)
+    with Progress(f"index {dataset}", 2) as bar:
+        data = load_dataset(dataset, root=root, limit=limit)
+        bar.advance()
+        build_index(data, path, report=info, coarse=coarse)
+        bar.advance()
+    idx = open_index(path)
+    summary = {"out": path, "dataset": idx.attrs["dataset"], "n": idx.n, "n_heldout": int(idx.heldout.shape[0]),
+               "shape": list(idx.shape), "content_sha256": idx.attrs["content_sha256"]}
+    if json_out:
+        emit_json(summary)
+    else:
+        info(f"index of {summary['n']} samples ({summary['n_heldout']} held out) written to {path}")

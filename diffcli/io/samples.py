@@ -1,0 +1,51 @@
+"""Sample files: OUT/samples.h5 with `samples`, `noise`, `ids` and every setting as attributes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+
+from diffcli import __version__
+from diffcli.errors import DiffcliError
+from diffcli.io.atomic import atomic_path
+
+FORMAT = "diffcli-samples"
+
+
+def write_samples(path, *, samples, noise, ids, settings: dict, sigmas) -> None:
+    """Write the samples file atomically; `settings` (JSON-able) are stored one attribute each and as JSON."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("samples", data=np.asarray(samples, np.float32))
+            f.create_dataset("noise", data=np.asarray(noise, np.float32))
+            f.create_dataset("ids", data=np.asarray(ids, np.int64))
+            f.attrs["format"] = FORMAT
+            f.attrs["diffcli_version"] = __version__
+            f.attrs["sigmas"] = np.asarray(sigmas, np.float64)
+            f.attrs["settings_json"] = json.dumps(settings, sort_keys=True, default=str)
+            for key, value in settings.items():
+                if value is not None and isinstance(value, (str, int, float, bool)):
+                    f.attrs[key] = value
+
+
+def read_samples(path) -> dict:
+    """{'samples', 'noise', 'ids', 'sigmas', 'settings'} of a samples file; a foreign or damaged file is refused."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DiffcliError(f"samples file '{path}' does not exist.")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT or "samples" not in f:
+                raise DiffcliError(f"'{path}' is not a diffcli samples file.")
+            return {
+                "samples": f["samples"][...],
+                "noise": f["noise"][...] if "noise" in f else None,
+                "ids": f["ids"][...] if "ids" in f else np.arange(f["samples"].shape[0]),
+                "sigmas": np.asarray(f.attrs.get("sigmas", [])),
+                "settings": json.loads(f.attrs.get("settings_json", "{}")),
+            }
+    except OSError:
+        raise DiffcliError(f"'{path}' is not an HDF5 file or it is truncated.") from None
