@@ -34,7 +34,7 @@ test-all: dev
 	$(BIN)/python -m pytest -m ''
 
 bench: dev
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+	@for b in benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; $(BIN)/python -m benchmarks.$$m --quick || exit 1; done
 
 lint: dev
 	$(BIN)/ruff check diffcli tests benchmarks
