@@ -81,11 +81,13 @@ def build_index(dataset, path, *, report=lambda msg: None, coarse: bool = True) 
 
 def ensure_index(spec: str, *, root: str | None = None, limit: int | None = None, report=lambda msg: None) -> str:
     """The default index of `spec`, built on first use (and said so through `report`)."""
-    from diffcli.data import load_dataset
+    from diffcli.data import DATASETS, load_dataset, parse_spec
+    from diffcli.registry import resolve
 
     path = default_index_path(spec, limit, root)
     if os.path.exists(path):
         return path
+    resolve("dataset", DATASETS, parse_spec(spec)[0])  # an unknown name fails before anything is announced
     report(f"no index for '{spec}' yet; building it at {path}")
     dataset = load_dataset(spec, root=root, limit=limit)
     return build_index(dataset, path, report=report)
