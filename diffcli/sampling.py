@@ -16,6 +16,7 @@ SAMPLE_OPTIONS = (
     "picard_iters", "picard_tol", "picard_window", "picard_anderson", "colloc_nodes", "colloc_iters", "colloc_tol",
     "colloc_windows",
 )
+DEFAULT_STEPS = 18
 SOLVER_OPTIONS = (
     "eta", "picard_mode", "picard_blocks", "picard_iters", "picard_tol", "picard_window", "picard_anderson",
     "colloc_nodes", "colloc_iters", "colloc_tol", "colloc_windows",
@@ -72,19 +73,23 @@ def denoiser_options(settings: dict, sigmas) -> object:
 def run_sample(settings: dict, *, index_path=None, root=None, out_dir: str, report=lambda m: None,
                progress_cls=None) -> dict:
     """Sample as `settings` say, write out_dir/samples.h5 (+ grid.png for images) and return a summary."""
-    from diffcli.denoisers import build_denoiser
+    from diffcli.denoisers import denoiser_factory
     from diffcli.io.images import save_grid
     from diffcli.io.samples import write_samples
     from diffcli.pipeline import generate, shard_ids
-    from diffcli.schedules import get_schedule
+    from diffcli.schedules import get_schedule, looks_like_path
     from diffcli.solvers import get_solver
 
     check_settings(settings)
     solver = get_solver(settings["solver"])
-    sigmas = get_schedule(settings["schedule"], int(settings["steps"]), sigma_min=float(settings["sigma_min"]),
+    make_denoiser = denoiser_factory(settings["denoiser"])  # unknown names fail before any index work
+    steps = settings.get("steps")
+    if steps is None and not looks_like_path(settings["schedule"]):
+        steps = DEFAULT_STEPS  # a schedule file brings its own number of steps
+    sigmas = get_schedule(settings["schedule"], steps, sigma_min=float(settings["sigma_min"]),
                           sigma_max=float(settings["sigma_max"]), rho=float(settings["rho"]))
     index, index_path = open_or_build_index(settings, index_path=index_path, root=root, report=report)
-    denoiser = build_denoiser(settings["denoiser"], index, denoiser_options(settings, sigmas))
+    denoiser = make_denoiser(index, denoiser_options(settings, sigmas))
     ids = shard_ids(int(settings["num_samples"]), settings.get("shard"))
     solver_options = {k: settings.get(k) for k in SOLVER_OPTIONS}
     if progress_cls is None:

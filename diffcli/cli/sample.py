@@ -16,7 +16,6 @@ DEFAULTS = {
     "denoiser": "empirical",
     "solver": "heun",
     "schedule": "edm",
-    "steps": 18,
     "num_samples": 64,
     "seed": 0,
     "batch_size": 64,

@@ -4,6 +4,7 @@ from diffcli.registry import resolve
 
 DENOISERS = {
     "empirical": "diffcli.denoisers.empirical:build",
+    "empirical-sharded": "diffcli.parallel.denoiser:build",  # index rows sharded over every device
     "gmm": "diffcli.denoisers.gmm:build",
     "wiener": "diffcli.denoisers.wiener:build",
     "pca-local": "diffcli.denoisers.pca_local:build",
@@ -15,6 +16,11 @@ DENOISERS = {
 }
 
 
+def denoiser_factory(name: str):
+    """The factory registered as `name`; unknown names are a usage error listing the choices."""
+    return resolve("denoiser", DENOISERS, name)
+
+
 def build_denoiser(name: str, index, opts):
-    """The denoiser `name` over `index`; unknown names are a usage error listing the choices."""
-    return resolve("denoiser", DENOISERS, name)(index, opts)
+    """The denoiser `name` over `index`."""
+    return denoiser_factory(name)(index, opts)
