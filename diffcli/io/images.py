@@ -38,4 +38,4 @@ def save_grid(path, samples: np.ndarray, *, ncol: int | None = None, min_cell: i
     grid = tile(imgs, ncol=ncol)
     mode = "L" if grid.shape[2] == 1 else "RGB"
     with atomic_path(path) as tmp:
-        Image.fromarray(grid[..., 0] if mode == "L" else grid, mode).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(grid[..., 0] if mode == "L" else grid)).save(tmp, format="PNG")
