@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-all bench lint install dev reproduce-analytic clean
+.PHONY: demo test test-all bench lint install dev reproduce-analytic shards-slurm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,14 @@ bench: dev
 
 lint: dev
 	$(BIN)/ruff check diffcli tests benchmarks
+
+## shards-slurm: seed-sharded sampling as a SLURM array job, then one merge (SHARDS=8 by default)
+SHARDS ?= 8
+shards-slurm: install
+	$(BIN)/diffcli index-build --dataset afhq
+	jid=$$(sbatch --parsable --array=0-$$(($(SHARDS)-1)) --gres=gpu:1 --wrap \
+	  '$(BIN)/diffcli sample --recipe recipes/slurm-array.toml --shard $${SLURM_ARRAY_TASK_ID}/$(SHARDS) --out out/afhq-shards/$${SLURM_ARRAY_TASK_ID}'); \
+	sbatch --dependency=afterok:$$jid --wrap '$(BIN)/diffcli merge out/afhq-shards/* --out out/afhq'
 
 clean:
 	rm -rf demo-out out .pytest_cache

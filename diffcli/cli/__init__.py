@@ -14,6 +14,9 @@ app = typer.Typer(
 
 # Each command module registers itself on `app` when imported (see cli/common.py: `command`).
 from diffcli.cli import index_build, sample  # noqa: E402,F401
+from diffcli.cli import datasets, merge  # noqa: E402,F401
+from diffcli.cli import schedule_fit  # noqa: E402,F401
+from diffcli.cli import evaluate, train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -12,6 +12,13 @@ DATASETS = {
     "shapes": "diffcli.data.shapes:load",
     "gmm": "diffcli.data.gmm:load",
     "folder": "diffcli.data.folder:load",
+    # Real datasets in their published formats; layouts in data_manifests/<name>.toml.
+    "mnist": "diffcli.data.importers.mnist:load_mnist",
+    "fashion-mnist": "diffcli.data.importers.mnist:load_fashion",
+    "cifar10": "diffcli.data.importers.cifar:load",
+    "celebahq": "diffcli.data.importers.folders:load_celebahq",
+    "afhq": "diffcli.data.importers.folders:load_afhq",
+    "imagenet64": "diffcli.data.importers.imagenet64:load",
 }
 
 

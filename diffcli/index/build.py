@@ -88,6 +88,6 @@ def ensure_index(spec: str, *, root: str | None = None, limit: int | None = None
     if os.path.exists(path):
         return path
     resolve("dataset", DATASETS, parse_spec(spec)[0])  # an unknown name fails before anything is announced
+    dataset = load_dataset(spec, root=root, limit=limit)  # so does data that is not prepared
     report(f"no index for '{spec}' yet; building it at {path}")
-    dataset = load_dataset(spec, root=root, limit=limit)
     return build_index(dataset, path, report=report)

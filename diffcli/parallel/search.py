@@ -1,0 +1,143 @@
+"""Sharded exact search over index rows: empirical posterior-mean partials merged by log-sum-exp, and top-k.
+
+Each device scans its own rows; the cross-device merge is exact: with per-device (max m_j, sum s_j, weighted sum
+a_j) and M = max_j m_j, the global sum is sum_j s_j exp(m_j - M) (and likewise for a_j), the same rescaling an
+online softmax does between chunks. Results therefore agree with one device up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from diffcli.denoisers.empirical import Partials, chunk_logits
+from diffcli.parallel.mesh import AXIS
+
+
+@dataclass(frozen=True)
+class ShardGeometry:
+    """How n rows are laid out on `parts` devices: each holds `k_chunks` chunks of `chunk` rows (padding at the end)."""
+
+    n: int
+    parts: int
+    chunk: int
+    k_chunks: int
+
+    @property
+    def rows_per_part(self) -> int:
+        return self.chunk * self.k_chunks
+
+    @property
+    def n_padded(self) -> int:
+        return self.parts * self.rows_per_part
+
+    def part_range(self, j: int) -> tuple[int, int]:
+        """Real rows [lo, hi) held by part j (hi may equal lo for an all-padding part)."""
+        lo = min(self.n, j * self.rows_per_part)
+        return lo, min(self.n, lo + self.rows_per_part)
+
+
+def geometry(n: int, parts: int, chunk: int) -> ShardGeometry:
+    """Balanced layout: ceil(n / parts) rows per device, streamed in chunks of at most `chunk` rows."""
+    if n < 1 or parts < 1 or chunk < 1:
+        raise ValueError("n, parts and chunk must be positive")
+    per_part = -(-n // parts)
+    c = min(chunk, per_part)
+    return ShardGeometry(n=n, parts=parts, chunk=c, k_chunks=-(-per_part // c))
+
+
+def layout_rows(rows: np.ndarray, geom: ShardGeometry, first_row: int = 0, parts: int | None = None):
+    """Rows [m, D] starting at global row `first_row` -> (chunks [parts*K, C, D], half squared norms [parts*K, C]).
+
+    Padding rows are zero with half norm +inf, so their softmax weight and top-k score are exactly zero / -inf.
+    `parts` is how many devices' blocks `rows` covers (default: all of them, first_row = 0).
+    """
+    parts = geom.parts if parts is None else parts
+    total = parts * geom.rows_per_part
+    rows = np.asarray(rows, np.float32)
+    rows = rows.reshape(len(rows), int(np.prod(rows.shape[1:])))  # explicit width: an empty block keeps it
+    real = max(0, min(len(rows), geom.n - first_row, total))
+    padded = np.zeros((total, rows.shape[1]), np.float32)
+    padded[:real] = rows[:real]
+    half = np.full(total, np.inf, np.float32)
+    half[:real] = 0.5 * np.einsum("ij,ij->i", rows[:real], rows[:real], dtype=np.float64)
+    k = parts * geom.k_chunks
+    return padded.reshape(k, geom.chunk, -1), half.reshape(k, geom.chunk)
+
+
+def _safe_accumulate(p: Partials, logits, xs) -> Partials:
+    """Online softmax step that stays finite when every row seen so far is padding (max = -inf)."""
+    m_new = jnp.maximum(p.m, logits.max(axis=1))
+    ref = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    scale = jnp.exp(p.m - ref)
+    w = jnp.exp(logits - ref[:, None])
+    return Partials(m_new, p.s * scale + w.sum(axis=1), p.acc * scale[:, None] + w @ xs)
+
+
+def local_partials(x, chunks, half_sqn, inv_var, axis: str | None = None) -> Partials:
+    """Partials of queries x [B, D] over this device's chunks [K, C, D] (axis: the mesh axis inside shard_map)."""
+    b, d = x.shape
+    init = Partials(jnp.full((b,), -jnp.inf), jnp.zeros((b,)), jnp.zeros((b, d)))
+    if axis is not None:
+        # The carry mixes in per-device rows, so it varies over the mesh axis from the start.
+        init = jax.tree.map(lambda a: jax.lax.pcast(a, (axis,), to="varying"), init)
+
+    def body(p, c):
+        xs, hs = c
+        return _safe_accumulate(p, chunk_logits(x, xs, hs, inv_var), xs), None
+
+    p, _ = jax.lax.scan(body, init, (chunks, half_sqn))
+    return p
+
+
+def merge_across(p: Partials, axis: str = AXIS) -> Partials:
+    """Exact log-sum-exp merge of per-device partials (collectives over `axis`)."""
+    m = jax.lax.pmax(p.m, axis)
+    scale = jnp.where(jnp.isfinite(p.m), jnp.exp(p.m - m), 0.0)
+    return Partials(m, jax.lax.psum(p.s * scale, axis), jax.lax.psum(p.acc * scale[:, None], axis))
+
+
+def posterior_mean_fn(mesh):
+    """(x [B, D], inv_var [B], chunks, half_sqn) -> exact empirical posterior mean [B, D], rows sharded on `mesh`."""
+
+    def per_device(x, inv_var, chunks, half_sqn):
+        p = merge_across(local_partials(x, chunks, half_sqn, inv_var, AXIS))
+        return p.acc / p.s[:, None]
+
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P(AXIS)), out_specs=P())
+
+
+def merge_top_k(scores, ids, k: int):
+    """Global top-k (largest scores) of candidate lists [B, M] with their global ids; ties go to the earlier column."""
+    best, pos = jax.lax.top_k(scores, k)
+    return best, jnp.take_along_axis(ids, pos, axis=1)
+
+
+def top_k_fn(mesh, k: int, rows_per_part: int):
+    """(queries [B, d], scale [B], rows [N_pad, d], half_sqn [N_pad]) -> (squared distances [B, k], global ids [B, k]).
+
+    Distances are ||q - a x_n||^2 with a per-query scale a > 0 (GoldDiff compares x_vp with sqrt(abar) x_n):
+    each device keeps its local top-k of a<q, x_n> - a^2 ||x_n||^2 / 2, then one all-gather and a global top-k.
+    Ties resolve to the lower global id, as on one device.
+    """
+    k_local = min(k, rows_per_part)
+
+    def per_device(q, a, rows, half):
+        score = a[:, None] * (q @ rows.T) - jnp.square(a)[:, None] * half[None, :]
+        best, pos = jax.lax.top_k(score, k_local)
+        gid = pos + jax.lax.axis_index(AXIS) * rows_per_part
+        # [parts, B, k_local] -> [B, parts * k_local], devices in order so earlier ids come first among ties.
+        all_best = jax.lax.all_gather(best, AXIS, to="invarying")
+        all_ids = jax.lax.all_gather(gid, AXIS, to="invarying")
+        b = q.shape[0]
+        cand = jnp.moveaxis(all_best, 0, 1).reshape(b, -1)
+        cand_ids = jnp.moveaxis(all_ids, 0, 1).reshape(b, -1)
+        top, ids = merge_top_k(cand, cand_ids, k)
+        d2 = jnp.maximum(jnp.sum(q * q, axis=1)[:, None] - 2.0 * top, 0.0)
+        return d2, ids
+
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))

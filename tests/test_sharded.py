@@ -1,0 +1,176 @@
+"""Sharded exact search: 1, 2 and 8 (fake CPU) devices agree with each other and with float64 references."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from diffcli.parallel.search import geometry, layout_rows
+
+N, D, B = 203, 12, 6
+SIGMAS = [1e-3, 0.05, 0.3, 1.0, 5.0, 1e3]
+K = 7
+
+# Runs in a fresh interpreter: XLA_FLAGS must be set before jax is imported to fake the devices.
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+    from diffcli.parallel.denoiser import ShardedEmpiricalDenoiser, ShardedRows
+    from diffcli.parallel.mesh import row_mesh
+    args = json.loads(sys.argv[1])
+    assert jax.device_count() == args["devices"], jax.devices()
+    rng = np.random.default_rng(0)
+    data = rng.uniform(-1, 1, (args["n"], args["d"])).astype(np.float32)
+    x = (data[: args["b"]] + 0.4 * rng.standard_normal((args["b"], args["d"]))).astype(np.float32)
+    mesh = row_mesh()
+    den = ShardedEmpiricalDenoiser.from_data(data, mesh=mesh, chunk=args["chunk"])
+    call = eqx.filter_jit(lambda d, x, s: d(x, s))
+    means = [np.asarray(call(den, x, s)) for s in args["sigmas"]]
+    again = np.asarray(call(den, x, args["sigmas"][0]))  # second call: cached, same answer
+    # Per-sample sigma and use inside a lax.scan (as a solver would).
+    per_sample = np.asarray(call(den, x, jnp.asarray(args["sigmas"][:args["b"]], jnp.float32)))
+    sig = jnp.asarray([2.0, 1.0, 0.5, 0.0], jnp.float32)
+    def euler(d, x):
+        def step(x, s):
+            return x + (s[1] - s[0]) * (x - d(x, s[0])) / s[0], None
+        return jax.lax.scan(step, x, jnp.stack([sig[:-1], sig[1:]], 1))[0]
+    path = np.asarray(eqx.filter_jit(euler)(den, x))
+    rows = ShardedRows.from_data(data, mesh=mesh)
+    d2, ids = eqx.filter_jit(lambda r, q, a: r.nearest(q, args["k"], a))(rows, x, jnp.full((args["b"],), 0.8))
+    shard_shapes = sorted({tuple(s.data.shape) for s in den.chunks.addressable_shards})
+    np.savez(args["out"], means=np.stack(means), again=again, per_sample=per_sample, path=path,
+             d2=np.asarray(d2), ids=np.asarray(ids), data=data, x=x)
+    print(json.dumps({"shard_shapes": shard_shapes, "devices": jax.device_count()}))
+    """
+)
+
+
+def run_worker(devices: int, out, chunk: int) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    args = dict(devices=devices, n=N, d=D, b=B, k=K, chunk=chunk, sigmas=SIGMAS, out=str(out))
+    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def posterior_mean64(x, data, sigma):
+    """Independent float64 reference via SciPy's log-sum-exp."""
+    from scipy.special import logsumexp
+
+    x, data = np.asarray(x, np.float64), np.asarray(data, np.float64)
+    logits = -((x[:, None, :] - data[None]) ** 2).sum(-1) / (2 * sigma**2)
+    w = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    return w @ data
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sharded")
+    out = {}
+    for devices, chunk in ((1, 64), (2, 32), (8, 16)):
+        meta = run_worker(devices, tmp / f"r{devices}.npz", chunk)
+        assert meta["devices"] == devices
+        out[devices] = (dict(np.load(tmp / f"r{devices}.npz")), meta)
+    return out
+
+
+def test_each_device_holds_an_equal_padded_block(runs):
+    for devices, (_, meta) in runs.items():
+        per_part = -(-N // devices)
+        chunk = {1: 64, 2: 32, 8: 16}[devices]
+        g = geometry(N, devices, chunk)
+        assert meta["shard_shapes"] == [[g.k_chunks, g.chunk, D]]
+        assert g.rows_per_part >= per_part
+
+
+@pytest.mark.parametrize("devices", [1, 2, 8])
+def test_posterior_mean_matches_float64_reference(runs, devices):
+    r, _ = runs[devices]
+    for s, got in zip(SIGMAS, r["means"], strict=True):
+        np.testing.assert_allclose(got, posterior_mean64(r["x"], r["data"], s), atol=3e-5, rtol=1e-4)
+    np.testing.assert_array_equal(r["again"], r["means"][0])
+    for i in range(B):
+        np.testing.assert_allclose(r["per_sample"][i], posterior_mean64(r["x"][i:i + 1], r["data"], SIGMAS[i])[0],
+                                   atol=3e-5, rtol=1e-4)
+
+
+def test_device_counts_agree(runs):
+    base = runs[1][0]
+    for devices in (2, 8):
+        r = runs[devices][0]
+        np.testing.assert_allclose(r["means"], base["means"], atol=2e-6, rtol=1e-5)
+        np.testing.assert_allclose(r["path"], base["path"], atol=1e-5, rtol=1e-5)
+        np.testing.assert_array_equal(r["ids"], base["ids"])
+        np.testing.assert_allclose(r["d2"], base["d2"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_top_k_matches_brute_force(runs, devices):
+    r, _ = runs[devices]
+    a = 0.8
+    d2 = ((r["x"][:, None, :].astype(np.float64) - a * r["data"][None].astype(np.float64)) ** 2).sum(-1)
+    expect = np.argsort(d2, axis=1, kind="stable")[:, :K]
+    np.testing.assert_array_equal(r["ids"], expect)
+    np.testing.assert_allclose(r["d2"], np.take_along_axis(d2, expect, 1), atol=1e-4, rtol=1e-5)
+
+
+def test_layout_pads_with_zero_weight_rows():
+    rows = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    g = geometry(10, 4, 2)  # 3 rows per part -> chunks of 2, two chunks per part, 16 slots
+    chunks, half = layout_rows(rows, g)
+    assert chunks.shape == (8, 2, 3) and half.shape == (8, 2)
+    flat_rows, flat_half = chunks.reshape(-1, 3), half.reshape(-1)
+    np.testing.assert_array_equal(flat_rows[:10], rows)
+    assert np.all(flat_rows[10:] == 0) and np.all(np.isinf(flat_half[10:]))
+    np.testing.assert_allclose(flat_half[:10], 0.5 * (rows.astype(np.float64) ** 2).sum(1))
+    assert [g.part_range(j) for j in range(4)] == [(0, 4), (4, 8), (8, 10), (10, 10)]
+
+
+def test_lse_merge_is_exact_for_any_split():
+    """Splitting the rows anywhere and merging the partials gives the unsplit softmax (float64 reference)."""
+    import jax.numpy as jnp
+
+    from diffcli.denoisers.empirical import Partials
+    from diffcli.parallel.search import local_partials
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(40, 5)).astype(np.float32)
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    inv_var = jnp.full((3,), 1 / 0.2**2, jnp.float32)
+    parts = []
+    for lo, hi in ((0, 7), (7, 31), (31, 40)):
+        c, h = layout_rows(data[lo:hi], geometry(hi - lo, 1, 4))
+        parts.append(local_partials(jnp.asarray(x), jnp.asarray(c), jnp.asarray(h), inv_var))
+    # An all-padding part must contribute nothing (and no NaN).
+    c, h = layout_rows(np.zeros((0, 5), np.float32), geometry(1, 1, 4))
+    parts.append(local_partials(jnp.asarray(x), jnp.asarray(c), jnp.asarray(h), inv_var))
+    m = jnp.max(jnp.stack([p.m for p in parts]), 0)
+    sc = [jnp.where(jnp.isfinite(p.m), jnp.exp(p.m - m), 0.0) for p in parts]
+    pairs = list(zip(parts, sc, strict=True))
+    merged = Partials(m, sum(p.s * s for p, s in pairs), sum(p.acc * s[:, None] for p, s in pairs))
+    np.testing.assert_allclose(np.asarray(merged.acc / merged.s[:, None]), posterior_mean64(x, data, 0.2),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_registry_builds_the_sharded_denoiser(digits_index):
+    """`--denoiser empirical-sharded` on one device equals the lead's single-device empirical denoiser."""
+    import jax.numpy as jnp
+
+    from diffcli.denoisers import build_denoiser
+    from diffcli.denoisers.empirical import EmpiricalDenoiser
+    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.parallel.denoiser import ShardedEmpiricalDenoiser
+
+    den = build_denoiser("empirical-sharded", digits_index, DenoiserOptions(chunk_size=256))
+    assert isinstance(den, ShardedEmpiricalDenoiser)
+    data = digits_index.train_data()
+    x = jnp.asarray(data[:4].reshape(4, *digits_index.shape) + 0.3)
+    ref = EmpiricalDenoiser.from_data(data, chunk=256)
+    for s in (0.05, 1.0, 20.0):
+        np.testing.assert_allclose(np.asarray(den(x, s)), np.asarray(ref(x, s)), atol=2e-6, rtol=1e-5)
