@@ -66,7 +66,6 @@ def sample(
     picard_iters: Annotated[int | None, Opt("--picard-iters")] = None,
     picard_tol: Annotated[float | None, Opt("--picard-tol")] = None,
     picard_window: Annotated[int | None, Opt("--picard-window")] = None,
-    picard_anderson: Annotated[int | None, Opt("--picard-anderson", help="Anderson memory (0 = off).")] = None,
     colloc_nodes: Annotated[int | None, Opt("--colloc-nodes")] = None,
     colloc_iters: Annotated[int | None, Opt("--colloc-iters")] = None,
     colloc_tol: Annotated[float | None, Opt("--colloc-tol")] = None,

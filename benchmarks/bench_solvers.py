@@ -1,0 +1,157 @@
+"""Error vs sequential rounds and NFE of every solver on a GMM with exact score (float64, so errors are the method's).
+
+Testbed: 4 equal-weight isotropic components, means on a sphere of radius R = 2, component std = R / ratio, in
+d dimensions; EDM sigmas 80 -> 0.002. Errors are relative pathwise distances max_b ||x_b - ref_b|| / ||ref_b|| from
+the same initial noise (and the same per-step noise for the SDE):
+- ODE solvers (euler, heun, dpmpp-2m, collocation) vs a diffrax Dopri8 solve (rtol = atol = 1e-12) + final denoise;
+- picard-ode vs sequential 1000-step DDIM (= euler), picard-sde vs sequential 1000-step DDPM with the same noise.
+Run: python -m benchmarks.bench_solvers [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffcli.denoisers.gmm import GMMDenoiser
+from diffcli.io.plot import save_line_plot
+from diffcli.solvers import get_solver
+from diffcli.solvers.reference import reference_sample
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RADIUS, BATCH, SIGMA_MAX, SIGMA_MIN = 2.0, 4, 80.0, 0.002
+TARGET = 1e-6  # collocation goal: this pathwise error with <= 1/10 of the best classic solver's rounds
+PICARD_TARGET = 1e-3  # picard goal: this distance to 1000-step sequential in <= 25 rounds
+
+
+def karras(steps, rho=7.0):
+    ramp = np.linspace(0.0, 1.0, steps)
+    s = (SIGMA_MAX ** (1 / rho) + ramp * (SIGMA_MIN ** (1 / rho) - SIGMA_MAX ** (1 / rho))) ** rho
+    return np.concatenate([s, [0.0]])
+
+
+def testbed(dim, ratio, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((4, dim))
+    means *= RADIUS / np.linalg.norm(means, axis=1, keepdims=True)
+    den = GMMDenoiser.from_arrays(means, np.full(4, RADIUS / ratio), np.full(4, 0.25), dtype=np.float64)
+    x_t = SIGMA_MAX * jax.random.normal(jax.random.PRNGKey(seed), (BATCH, dim), jnp.float64)
+    return den, x_t, jax.random.split(jax.random.PRNGKey(seed + 1), BATCH)
+
+
+def rel_error(x, ref):
+    x, ref = np.asarray(x), np.asarray(ref)
+    return float(np.max(np.linalg.norm(x - ref, axis=1) / np.linalg.norm(ref, axis=1)))
+
+
+def run_solver(name, den, x_t, sig, keys, **opts):
+    f = eqx.filter_jit(lambda d, x, s, k: get_solver(name)(d, x, s, key=k, **opts))
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(f(den, x_t, jnp.asarray(sig), keys))
+    return out, time.perf_counter() - t0
+
+
+def rounds_to_target(rows, target):
+    """Fewest rounds at which a series reaches `target`; past its last point, extrapolated with its last local order."""
+    rows = sorted(rows, key=lambda r: r["rounds"])
+    hit = [r["rounds"] for r in rows if r["error"] <= target]
+    if hit:
+        return float(min(hit)), False
+    a, b = rows[-2], rows[-1]
+    order = np.log(a["error"] / b["error"]) / np.log(b["rounds"] / a["rounds"])
+    if not order > 0:
+        return float("inf"), True
+    return float(b["rounds"] * (b["error"] / target) ** (1 / order)), True
+
+
+def bench_testbed(dim, ratio, quick):
+    den, x_t, keys = testbed(dim, ratio)
+    rows = []
+    ref, ref_steps = reference_sample(den, x_t, karras(8), rtol=1e-12, atol=1e-12)
+    steps_list = [16, 64, 256] if quick else [16, 64, 256, 1024]
+    for name in ("euler", "heun", "dpmpp-2m"):
+        for steps in steps_list:
+            out, sec = run_solver(name, den, x_t, karras(steps), keys)
+            rows.append(dict(solver=name, setting=f"steps={steps}", rounds=int(out.rounds), nfe=int(out.nfe),
+                             error=rel_error(out.x0, ref), seconds=sec))
+    colloc = [(10, 8, 8), (20, 8, 8), (20, 12, 12)] if quick else \
+        [(10, 8, 8), (20, 8, 8), (10, 12, 12), (20, 12, 12)]
+    for w, n, it in colloc:
+        out, sec = run_solver("collocation", den, x_t, karras(8), keys, colloc_windows=w, colloc_nodes=n,
+                              colloc_iters=it)
+        rows.append(dict(solver="collocation", setting=f"windows={w},nodes={n},iters={it}", rounds=int(out.rounds),
+                         nfe=int(out.nfe), error=rel_error(out.x0, ref), seconds=sec))
+    sig = karras(1000)
+    for mode, seq_name in (("ode", "euler"), ("sde", "ddpm")):
+        seq, _ = run_solver(seq_name, den, x_t, sig, keys)
+        settings = [dict(picard_tol=t, picard_window=w) for w in (64,) for t in (1e-1, 1e-2, 1e-3)] if quick else \
+            [dict(picard_tol=t, picard_window=128) for t in (1e-1, 1e-2, 1e-3)] + \
+            [dict(picard_blocks=b, picard_iters=k) for b, k in ((4, 6), (8, 3))]
+        for opts in settings:
+            out, sec = run_solver("picard", den, x_t, sig, keys, picard_mode=mode, **opts)
+            rows.append(dict(solver=f"picard-{mode}", setting=",".join(f"{k[7:]}={v}" for k, v in opts.items()),
+                             rounds=int(out.rounds), nfe=int(out.nfe), error=rel_error(out.x0, seq.x0), seconds=sec,
+                             versus=f"sequential {seq_name} 1000 steps"))
+    best_classic = min((rounds_to_target([r for r in rows if r["solver"] == s], TARGET) for s in
+                        ("euler", "heun", "dpmpp-2m")), key=lambda t: t[0])
+    coll = rounds_to_target([r for r in rows if r["solver"] == "collocation"], TARGET)
+    picard_ok = {m: min([r["rounds"] for r in rows if r["solver"] == f"picard-{m}" and r["error"] <= PICARD_TARGET],
+                        default=None) for m in ("ode", "sde")}
+    summary = dict(dim=dim, ratio=ratio, reference_steps=int(ref_steps),
+                   classic_rounds_to_target=best_classic[0], classic_extrapolated=best_classic[1],
+                   collocation_rounds_to_target=coll[0], collocation_extrapolated=coll[1],
+                   collocation_round_ratio=coll[0] / best_classic[0],
+                   picard_ode_rounds_within_target=picard_ok["ode"], picard_sde_rounds_within_target=picard_ok["sde"])
+    return rows, summary
+
+
+def plot(rows, dim, ratio, out_dir):
+    ode = {s: ([r["rounds"] for r in rows if r["solver"] == s], [r["error"] for r in rows if r["solver"] == s])
+           for s in ("euler", "heun", "dpmpp-2m", "collocation", "picard-ode", "picard-sde")}
+    path = os.path.join(out_dir, f"solvers_d{dim}_r{ratio:g}.png")
+    save_line_plot(path, ode, title=f"GMM d={dim}, R/std={ratio:g}: relative pathwise error vs sequential rounds",
+                   xlabel="sequential rounds", ylabel="error")
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="d=16 only and fewer settings")
+    args = p.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    dims = (16,) if args.quick else (16, 256, 1024)
+    out_dir = os.path.join(HERE, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    all_rows, summaries, plots = [], [], []
+    for dim in dims:
+        for ratio in (2.0, 5.0):
+            rows, summary = bench_testbed(dim, ratio, args.quick)
+            for r in rows:
+                r.update(dim=dim, ratio=ratio)
+            all_rows += rows
+            summaries.append(summary)
+            plots.append(plot(rows, dim, ratio, out_dir))
+            print(f"\nd={dim} R/std={ratio:g}  (reference: Dopri8, {summary['reference_steps']} steps)")
+            print(f"{'solver':12s} {'setting':34s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
+            for r in rows:
+                print(f"{r['solver']:12s} {r['setting']:34s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")
+            print(json.dumps(summary))
+    result = dict(benchmark="solvers", quick=args.quick, dtype="float64", batch=BATCH, radius=RADIUS,
+                  sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=platform.machine(), backend=jax.default_backend(),
+                  rows=all_rows, summary=summaries, plots=[os.path.relpath(p, HERE) for p in plots])
+    path = os.path.join(out_dir, "solvers_quick.json" if args.quick else "solvers.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Chebyshev collocation: checked tables, spectral convergence on exact Gaussian flows, dimension-free GMM error."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gaussian_oracle import GaussianDenoiser, denoise, karras_sigmas, pf_ode_flow, random_gaussian, x64
+
+from diffcli.denoisers.gmm import GMMDenoiser
+from diffcli.errors import UsageError
+from diffcli.solvers import get_solver
+from diffcli.solvers.chebyshev import chebyshev_table
+from diffcli.solvers.reference import reference_sample, solve_pf_ode
+
+colloc = eqx.filter_jit(get_solver("collocation"))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 40])
+def test_table_nodes_and_spectral_integration(n):
+    tab = chebyshev_table(n)  # builds only if its identities hold
+    i = np.arange(1, n + 1)
+    np.testing.assert_allclose(tab.nodes, 0.5 * (1 - np.cos((2 * i - 1) * np.pi / (2 * n))), atol=1e-15)
+    assert abs(tab.weights.sum() - 1.0) < 1e-13
+    if n >= 16:
+        # a smooth non-polynomial integrand is integrated to near round-off (spectral accuracy)
+        np.testing.assert_allclose(tab.matrix @ np.exp(tab.nodes), np.exp(tab.nodes) - 1, atol=1e-13)
+        assert abs(tab.weights @ np.cos(3 * tab.nodes) - np.sin(3.0) / 3) < 1e-13
+
+
+def test_diffrax_reference_matches_exact_gaussian_flow():
+    mu, cov = random_gaussian(6, 0)
+    x_t = 80.0 * np.random.default_rng(1).standard_normal((3, 6))
+    with x64():
+        den = GaussianDenoiser.from_cov(mu, cov)
+        got, _ = jax.jit(lambda x: solve_pf_ode(den, x, 80.0, 0.002, rtol=1e-12, atol=1e-12))(jnp.asarray(x_t))
+    want = pf_ode_flow(mu, cov, x_t, 80.0, 0.002)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
+
+
+def test_error_falls_exponentially_in_nodes():
+    mu, cov = random_gaussian(6, 0)
+    x_t = 80.0 * np.random.default_rng(1).standard_normal((3, 6))
+    sig = karras_sigmas(10)
+    want = denoise(mu, cov, pf_ode_flow(mu, cov, x_t, 80.0, 0.002), 0.002)
+    nodes = np.array([2, 4, 6, 8])
+    with x64():
+        den = GaussianDenoiser.from_cov(mu, cov)
+        errs = [np.max(np.abs(np.asarray(colloc(den, jnp.asarray(x_t), jnp.asarray(sig), colloc_nodes=int(d),
+                                                  colloc_windows=10, colloc_iters=2 * int(d)).x0) - want))
+                for d in nodes]
+    slope = np.polyfit(nodes, np.log10(errs), 1)[0]
+    assert slope < -1.0, (slope, errs)  # at least a decade per extra node: exponential, not algebraic
+    assert errs[-1] < 1e-7, errs
+
+
+def test_counts_tolerance_and_final_denoise():
+    mu, cov = random_gaussian(4, 3)
+    with x64():
+        den = GaussianDenoiser.from_cov(mu, cov)
+        x_t = jnp.asarray(80.0 * np.random.default_rng(2).standard_normal((2, 4)))
+        sig = jnp.asarray(karras_sigmas(5))
+        fixed = colloc(den, x_t, sig, colloc_nodes=5, colloc_windows=3, colloc_iters=4)
+        assert int(fixed.rounds) == 3 * 4 + 1 and int(fixed.nfe) == 3 * 4 * 5 + 1
+        loose = colloc(den, x_t, sig, colloc_nodes=6, colloc_windows=6, colloc_tol=1e-4)
+        tight = colloc(den, x_t, sig, colloc_nodes=6, colloc_windows=6, colloc_tol=1e-11)
+        want = denoise(mu, cov, pf_ode_flow(mu, cov, np.asarray(x_t), 80.0, 0.002), 0.002)
+        e_loose, e_tight = (np.max(np.abs(np.asarray(o.x0) - want)) for o in (loose, tight))
+        assert int(loose.rounds) < int(tight.rounds) and e_tight < e_loose
+        # without a trailing zero the sampler stops at sigma_min on the ODE path (no final denoise)
+        open_end = colloc(den, x_t, sig[:-1], colloc_nodes=8, colloc_windows=8, colloc_iters=16)
+        np.testing.assert_allclose(np.asarray(open_end.x0), pf_ode_flow(mu, cov, np.asarray(x_t), 80.0, 0.002),
+                                   atol=1e-6)
+        assert int(open_end.rounds) == 8 * 16
+
+
+def gmm(dim, radius=2.0, std=0.3, dtype=np.float64):
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((4, dim))
+    means *= radius / np.linalg.norm(means, axis=1, keepdims=True)
+    return GMMDenoiser.from_arrays(means, np.full(4, std), np.full(4, 0.25), dtype=dtype)
+
+
+def test_gmm_error_roughly_flat_in_dimension():
+    """Same windows, nodes and rounds at d = 16 and d = 1024 (means on a sphere of fixed radius): similar error."""
+    sig = karras_sigmas(10)
+    errs = {}
+    with x64():
+        for dim in (16, 1024):
+            den = gmm(dim)
+            x_t = jnp.asarray(80.0 * np.random.default_rng(dim).standard_normal((2, dim)))
+            ref, _ = reference_sample(den, x_t, sig, rtol=1e-11, atol=1e-11)
+            out = colloc(den, x_t, jnp.asarray(sig), colloc_nodes=8, colloc_windows=20, colloc_iters=8).x0
+            errs[dim] = float(jnp.max(jnp.linalg.norm(out - ref, axis=1)))  # pathwise, not divided by ||x||
+    assert errs[16] < 1e-3 and errs[1024] < 1e-3, errs
+    assert errs[1024] < 10 * errs[16], errs
+
+
+def test_usage_errors():
+    den = gmm(4, dtype=np.float32)
+    x_t = jnp.ones((1, 4))
+    sig = jnp.asarray(karras_sigmas(4), jnp.float32)
+    for bad in (dict(colloc_nodes=0), dict(colloc_windows=0), dict(colloc_iters=0), dict(colloc_tol=-1.0)):
+        with pytest.raises(UsageError):
+            get_solver("collocation")(den, x_t, sig, **bad)

@@ -1,0 +1,189 @@
+"""Picard (PIADM / ParaDiGMS) against the sequential samplers it must reproduce, on Gaussian and GMM data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gaussian_oracle import GaussianDenoiser, karras_sigmas, random_gaussian, x64
+
+from diffcli.denoisers.gmm import GMMDenoiser
+from diffcli.errors import UsageError
+from diffcli.solvers import get_solver
+from diffcli.solvers.base import per_sample_normal
+from diffcli.solvers.picard import MODES, affine_prefix, picard_round
+
+SEQUENTIAL = {"sde": "ddpm", "ode": "euler"}
+picard = eqx.filter_jit(get_solver("picard"))
+
+
+def gmm_denoiser(dim=8, dtype=np.float64):
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((4, dim))
+    means *= 2.0 / np.linalg.norm(means, axis=1, keepdims=True)
+    return GMMDenoiser.from_arrays(means, np.full(4, 0.3), np.full(4, 0.25), dtype=dtype)
+
+
+def start(batch=3, dim=8, steps=12, dtype=jnp.float64):
+    sig = jnp.asarray(karras_sigmas(steps), dtype)
+    x_t = sig[0] * jax.random.normal(jax.random.PRNGKey(0), (batch, dim), dtype)
+    return x_t, sig, jax.random.split(jax.random.PRNGKey(1), batch)
+
+
+def test_affine_prefix_matches_a_loop():
+    rng = np.random.default_rng(0)
+    r = rng.uniform(0, 1, (7, 1, 1))
+    c = rng.standard_normal((7, 2, 3))
+    x0 = rng.standard_normal((2, 3))
+    with x64():
+        got = np.asarray(affine_prefix(jnp.asarray(x0), jnp.asarray(r), jnp.asarray(c)))
+    want, x = [], x0
+    for m in range(7):
+        x = r[m] * x + c[m]
+        want.append(x)
+    np.testing.assert_allclose(got, np.stack(want), rtol=1e-13, atol=1e-13)
+
+
+def sequential_path(den, x_t, sig, keys, eta):
+    """All states of the sequential DDIM(eta) chain, stepped eagerly from the written-out update (independent code)."""
+    xs = [np.asarray(x_t)]
+    for j in range(sig.shape[0] - 1):
+        s, s1 = float(sig[j]), float(sig[j + 1])
+        d = np.asarray(den(jnp.asarray(xs[-1]), s))
+        n = eta * s1 * np.sqrt(1 - (s1 / s) ** 2)
+        z = np.asarray(per_sample_normal(keys, j, xs[-1].shape[1:], jnp.float64))
+        xs.append(d + np.sqrt(s1**2 - n**2) / s * (xs[-1] - d) + n * z)
+    return xs
+
+
+@pytest.mark.parametrize("mode", ["sde", "ode"])
+def test_reproduces_sequential(mode):
+    """Window 1, blocks with as many rounds as steps, and a tiny tolerance all give the sequential sample."""
+    with x64():
+        den = gmm_denoiser()
+        x_t, sig, keys = start(steps=8)
+        seq = np.asarray(get_solver(SEQUENTIAL[mode])(den, x_t, sig, key=keys).x0)
+        for opts in (dict(picard_window=1), dict(picard_blocks=2, picard_iters=4), dict(picard_tol=1e-9, picard_window=3)):
+            out = picard(den, x_t, sig, key=keys, picard_mode=mode, **opts)
+            np.testing.assert_allclose(np.asarray(out.x0), seq, rtol=0, atol=1e-9, err_msg=str(opts))
+            assert int(out.aux["nonfinite_step"]) == -1
+            if "picard_window" in opts and opts["picard_window"] == 1:
+                assert int(out.rounds) == 8 and int(out.nfe) == 8
+
+
+def test_float32_window_one_matches_ddpm():
+    den = gmm_denoiser(dtype=np.float32)
+    x_t, sig, keys = start(steps=8, dtype=jnp.float32)
+    seq = np.asarray(get_solver("ddpm")(den, x_t, sig, key=keys).x0)
+    out = picard(den, x_t, sig, key=keys, picard_window=1)
+    np.testing.assert_allclose(np.asarray(out.x0), seq, rtol=0, atol=1e-6 * np.abs(seq).max())
+
+
+def run_rounds(den, x_t, sig, keys, eta, rounds):
+    """Window states after each of `rounds` rounds on one window covering the whole grid."""
+    w = sig.shape[0] - 1
+    xs = jnp.broadcast_to(x_t, (w + 1,) + x_t.shape)
+    round_ = jax.jit(lambda v: picard_round(den, v, jnp.int32(0), sig, key=keys, eta=eta))
+    out = []
+    for _ in range(rounds):
+        xs = round_(xs)
+        out.append(np.asarray(xs))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["sde", "ode"])
+def test_first_k_points_exact_after_k_rounds(mode):
+    steps = 8
+    with x64():
+        den = gmm_denoiser()
+        x_t, sig, keys = start(steps=steps)
+        seq = sequential_path(den, x_t, sig, keys, MODES[mode])
+        for k, xs in enumerate(run_rounds(den, x_t, sig, keys, MODES[mode], steps), start=1):
+            err = [np.max(np.abs(xs[m] - seq[m])) for m in range(steps + 1)]
+            assert max(err[:k + 1]) < 1e-10 * max(1.0, np.abs(seq[0]).max()), (k, err)
+            if k < steps:
+                assert err[k + 1] > 1e-8, (k, err)  # and no sooner: point k + 1 still depends on an old guess
+
+
+def test_error_decays_geometrically_in_rounds():
+    """Fixed noise, one window over the whole grid: the pathwise error to sequential DDPM falls at least geometrically."""
+    steps = 24
+    with x64():
+        den = gmm_denoiser()
+        x_t, sig, keys = start(steps=steps, batch=4)
+        seq = sequential_path(den, x_t, sig, keys, 1.0)[-1]
+        errs = [np.linalg.norm(xs[-1] - seq) / np.linalg.norm(seq) for xs in run_rounds(den, x_t, sig, keys, 1.0, 12)]
+    rounds = np.arange(2, 13)
+    errs = np.asarray(errs[1:])
+    slope = np.polyfit(rounds, np.log(errs), 1)[0]
+    assert np.all(np.diff(np.log(errs)) < 0), errs
+    assert np.exp(slope) < 0.5, (np.exp(slope), errs)  # error shrinks by more than 2x per round
+
+
+def test_tolerance_mode_rounds_and_accuracy():
+    with x64():
+        den = gmm_denoiser()
+        x_t, sig, keys = start(steps=40)
+        seq = np.asarray(get_solver("euler")(den, x_t, sig, key=keys).x0)
+        loose = picard(den, x_t, sig, key=keys, picard_mode="ode", picard_tol=1e-2, picard_window=10)
+        tight = picard(den, x_t, sig, key=keys, picard_mode="ode", picard_tol=1e-6, picard_window=10)
+    e_loose, e_tight = (np.linalg.norm(np.asarray(o.x0) - seq) / np.linalg.norm(seq) for o in (loose, tight))
+    assert e_tight < 1e-4 and e_tight < e_loose
+    assert int(loose.rounds) < int(tight.rounds) <= 40 and int(loose.rounds) < 40
+    assert int(tight.nfe) == 10 * int(tight.rounds)
+
+
+def test_any_denoiser_gaussian_and_fixed_rounds_count():
+    mu, cov = random_gaussian(5, 2)
+    with x64():
+        den = GaussianDenoiser.from_cov(mu, cov)
+        x_t, sig, keys = start(dim=5, steps=12)
+        out = picard(den, x_t, sig, key=keys, picard_blocks=3, picard_iters=2)
+        seq = np.asarray(get_solver("ddpm")(den, x_t, sig, key=keys).x0)
+    assert int(out.rounds) == 6 and int(out.nfe) == 24
+    assert np.all(np.isfinite(np.asarray(out.x0))) and np.max(np.abs(np.asarray(out.x0) - seq)) > 1e-6
+
+
+def test_usage_errors():
+    den = gmm_denoiser(dtype=np.float32)
+    x_t, sig, keys = start(dtype=jnp.float32)
+    for bad in (dict(picard_mode="sdx"), dict(picard_tol=0.0), dict(picard_iters=0), dict(picard_blocks=0),
+                dict(picard_blocks=3, picard_window=7)):
+        with pytest.raises(UsageError):
+            get_solver("picard")(den, x_t, sig, key=keys, **bad)
+
+
+MULTI_DEVICE = r"""
+import json, os, sys
+import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, os.environ["TESTS_DIR"])
+from test_picard import gmm_denoiser, start
+from diffcli.solvers import get_solver
+den = gmm_denoiser(dtype=np.float32)
+x_t, sig, keys = start(batch=4, steps=8, dtype=jnp.float32)
+out = {"devices": jax.device_count()}
+for name, opts in (("picard", dict(picard_window=4, picard_iters=2)),
+                   ("collocation", dict(colloc_nodes=4, colloc_windows=2))):
+    out[name] = np.asarray(jax.jit(lambda x: get_solver(name)(den, x, sig, key=keys, **opts).x0)(x_t)).tolist()
+print(json.dumps(out))
+"""
+
+
+def test_sharded_over_eight_devices_matches_one():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               TESTS_DIR=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 8
+    den = gmm_denoiser(dtype=np.float32)
+    x_t, sig, keys = start(batch=4, steps=8, dtype=jnp.float32)
+    want_p = get_solver("picard")(den, x_t, sig, key=keys, picard_window=4, picard_iters=2).x0
+    want_c = get_solver("collocation")(den, x_t, sig, key=keys, colloc_nodes=4, colloc_windows=2).x0
+    np.testing.assert_allclose(np.asarray(got["picard"]), np.asarray(want_p), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(got["collocation"]), np.asarray(want_c), rtol=1e-5, atol=1e-4)
