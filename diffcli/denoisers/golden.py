@@ -1,0 +1,236 @@
+"""GoldDiff (Shang et al. 2026, "Fast and Scalable Analytical Diffusion"): a base denoiser restricted to a golden subset.
+
+Per query and step: a uniform random pool (expected size m_t), a proxy screen to k_max candidates, a fine selection
+of the k_t nearest at full resolution, and the base's exact softmax over those k_t only. Beyond the paper: a
+certified tail bound per query (`diagnose`), a tolerance mode choosing k per query from that bound, and a sublinear
+coarse stage (inverted lists over the proxies, index/coarse.py). Everything is padded to k_max and masked, so one
+compiled function serves every step.
+
+Sigma-space screen: the paper ranks ||P(x_vp) - sqrt(abar) P(x_n)||^2 with x_vp = sqrt(abar) x. P is linear, so that
+equals abar ||P(x) - P(x_n)||^2: a positive per-query factor, the same ranking. The same holds at full resolution.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
+from diffcli.denoisers.pca_local import PixelMasks, masked_posterior_mean, masks_for, rows_per_chunk
+from diffcli.denoisers.subset import check_sizes, default_sizes, golden_sizes, smallest_k_for_tol, tail_bounds
+from diffcli.errors import UsageError
+from diffcli.index.coarse import CoarseSearch
+from diffcli.index.proxy import ProxyMap, index_proxy_map
+
+BASES = ("empirical", "pca-local")
+ROWS_BUDGET = 1 << 26  # float32 elements of the gathered candidate rows of one sub-batch (256 MiB)
+DIAG_CHUNK = 1024
+MAX_SUB_BATCH = 16  # a solver batch is rarely larger; bounds the pca-local gather of the vmapped queries
+
+
+class Coarse(eqx.Module):
+    """The probed inverted lists plus what the certificate needs: each id's piece and each piece's radius."""
+
+    search: CoarseSearch
+    piece_of: jax.Array  # [N] int32
+    radius: jax.Array  # [P] max proxy distance of a piece's members to its centroid
+    perm: jax.Array  # [N] a fixed random permutation: a random window of it is the high-noise pool
+
+
+class GoldenDenoiser(AbstractDenoiser):
+    """GoldDiff over an `empirical` or `pca-local` base; see the module docstring."""
+
+    data: jax.Array  # [Np, D] rows padded to a multiple of DIAG_CHUNK (padding never selected)
+    proxy: jax.Array  # [N, d]
+    half_psq: jax.Array  # [N] ||P(x_n)||^2 / 2
+    proxy_map: ProxyMap
+    masks: PixelMasks | None
+    coarse: Coarse | None
+    n: int = eqx.field(static=True)
+    k_min: int = eqx.field(static=True)
+    k_max: int = eqx.field(static=True)
+    tol: float | None = eqx.field(static=True)
+    proxy_scale2: float = eqx.field(static=True)  # ||x - y||^2 >= proxy_scale2 * ||P x - P y||^2
+    base: str = eqx.field(static=True)
+    seed: int = eqx.field(static=True)
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def _keys(self, key, sigma, b):
+        if key is None:
+            key = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(self.seed), i))(jnp.arange(b))
+        # a new pool at every step even when the solver hands the same per-sample key to each call
+        tag = jax.lax.bitcast_convert_type(sigma.astype(jnp.float32), jnp.uint32)
+        return jax.vmap(jax.random.fold_in)(key, tag)
+
+    def _screen(self, q, p_keep, key):
+        """Proxy screen of one query: (candidate ids [K], proxy distances [K], lower bound for the rest)."""
+        kk = self.k_max
+        if self.coarse is None:
+            ids = jnp.arange(self.n)
+            dp = 2.0 * (self.half_psq - self.proxy @ q) + q @ q
+            inpool = jax.random.uniform(key, (self.n,)) < p_keep
+            floor_rest = jnp.float32(jnp.inf)
+        else:
+            c = self.coarse
+            dc = jnp.sum(jnp.square(c.search.centroids - q[None, :]), axis=1)
+            _, probed = jax.lax.top_k(-dc, c.search.nprobe)
+            members = c.search.ids[probed].reshape(-1)
+            k_pool, k_off = jax.random.split(key)
+            start = jax.random.randint(k_off, (), 0, self.n)
+            extra = c.perm[(start + jnp.arange(kk)) % self.n]
+            # extras already in a probed piece are dropped, so no id appears twice
+            extra_ok = ~jnp.any(c.piece_of[extra][:, None] == probed[None, :], axis=1)
+            ids = jnp.concatenate([members, extra])
+            inpool = jnp.concatenate([(members >= 0) & (jax.random.uniform(k_pool, members.shape) < p_keep),
+                                      extra_ok])
+            ids = jnp.maximum(ids, 0)
+            dp = 2.0 * (self.half_psq[ids] - self.proxy[ids] @ q) + q @ q
+            # triangle inequality: no member of an unprobed piece is nearer than (|q - c| - r)^2
+            unprobed = jnp.ones_like(dc, bool).at[probed].set(False)
+            gap = jnp.maximum(jnp.sqrt(jnp.maximum(dc, 0.0)) - c.radius, 0.0)
+            floor_rest = jnp.min(jnp.where(unprobed, jnp.square(gap), jnp.inf))
+        dp = jnp.where(inpool, jnp.maximum(dp, 0.0), jnp.inf)
+        take = min(kk + 1, dp.shape[0])
+        neg, pos = jax.lax.top_k(-dp, take)
+        if take > kk:  # the (K+1)-th screened distance bounds everything the screen left out
+            floor_rest = jnp.minimum(floor_rest, -neg[kk])
+        full_pool = p_keep >= 1.0
+        floor = jnp.where(full_pool, self.proxy_scale2 * floor_rest, 0.0)
+        return ids[pos[:kk]], -neg[:kk], floor
+
+    def _one(self, x, sigma, key):
+        """Golden subset and denoised value of one query x [D]; returns (x0 [D], diagnostics)."""
+        m_t, k_t = golden_sizes(sigma, self.n, self.k_min, self.k_max)
+        # the tolerance mode scans the whole set, since only a complete screen certifies what it leaves out
+        p_keep = m_t.astype(jnp.float32) / self.n if self.tol is None else jnp.float32(1.0)
+        q = self.proxy_map(x[None, :])[0]
+        cand, dprox, floor = self._screen(q, p_keep, key)
+        ok = jnp.isfinite(dprox)
+        rows = self.data[cand]
+        d = jnp.where(ok, jnp.sum(jnp.square(rows - x[None, :]), axis=1), jnp.inf)
+        neg, order = jax.lax.top_k(-d, self.k_max)
+        d_sorted, ids, rows = -neg, cand[order], rows[order]
+        n_ok = jnp.sum(jnp.isfinite(d_sorted))
+        bounds = tail_bounds(d_sorted, floor, self.n, sigma)
+        if self.tol is not None:
+            k_t = smallest_k_for_tol(bounds, self.k_min, self.tol, self.k_max)
+        k_t = jnp.maximum(jnp.minimum(k_t, n_ok), 1)
+        keep = jnp.arange(self.k_max) < k_t
+        x0 = self._base(x, sigma, rows, d_sorted, keep)
+        retrieved = tail_bounds(d_sorted, jnp.float32(jnp.inf), self.n, sigma)  # the spec's formula, candidates only
+        diag = {"k": k_t, "pool": m_t if self.tol is None else jnp.int32(self.n), "bound": bounds[k_t - 1],
+                "bound_retrieved": retrieved[k_t - 1], "ids": jnp.where(keep, ids, -1)}
+        return x0, diag
+
+    def _base(self, x, sigma, rows, d_sorted, keep):
+        inv2var = 0.5 / jnp.square(sigma)
+        if self.base == "empirical":
+            logits = jnp.where(keep, -(d_sorted - d_sorted[0]) * inv2var, -jnp.inf)
+            return jax.nn.softmax(logits) @ rows
+        band = self.masks.band(sigma[None])[0]
+
+        def branch(cls: int):
+            def run(_):
+                nbr, valid = self.masks.lists(band, cls)
+                chunk = rows_per_chunk(rows.shape[1], self.masks.widths[cls], self._sub_batch(rows.shape[1]), self.k_max)
+                return masked_posterior_mean(x, rows, keep, nbr, valid, inv2var, chunk)
+
+            return run
+
+        # one query, a scalar band: only the branch of its mask width runs
+        return jax.lax.switch(self.masks.band_class[band], [branch(c) for c in range(len(self.masks.widths))], None)
+
+    def _map(self, fn, x, sigma, key):
+        flat = flatten(x).astype(jnp.float32)
+        b = flat.shape[0]
+        s = batch_sigma(sigma, b)
+        keys = self._keys(key, s, b)
+        return jax.lax.map(lambda a: fn(*a), (flat, s, keys), batch_size=min(b, self._sub_batch(flat.shape[1])))
+
+    def _sub_batch(self, dim: int) -> int:
+        """Queries vmapped together inside the sequential map, so their gathered rows fit ROWS_BUDGET."""
+        return int(max(1, min(MAX_SUB_BATCH, ROWS_BUDGET // max(self.k_max * dim, 1))))
+
+    # -- contract -----------------------------------------------------------------------------------------------
+    def __call__(self, x, sigma, *, key=None):
+        x0, _ = self._map(self._one, x, sigma, key)
+        return x0.reshape(x.shape)
+
+    def diagnose(self, x, sigma, *, key=None):
+        """k, pool size, certified bound, the candidates-only bound and the realised (unmasked) tail mass per query."""
+
+        def one(xq, s, k):
+            _, diag = self._one(xq, s, k)
+            diag["tail_mass"] = self._tail_mass(xq, s, diag.pop("ids"))
+            return 0.0, diag
+
+        _, diag = self._map(one, x, sigma, key)
+        return diag
+
+    def _tail_mass(self, x, sigma, ids):
+        """1 - sum_{i in S} w_i of the full empirical posterior, as Z_out / Z (exact distances, streamed)."""
+        inside = jnp.zeros(self.data.shape[0], bool).at[jnp.maximum(ids, 0)].max(ids >= 0)
+        real = jnp.arange(self.data.shape[0]) < self.n
+        chunks = self.data.reshape(-1, DIAG_CHUNK, self.data.shape[1])
+        d = jax.lax.map(lambda c: jnp.sum(jnp.square(c - x[None, :]), axis=1), chunks).reshape(-1)
+        logit = -d * (0.5 / jnp.square(sigma))
+        log_in = jax.nn.logsumexp(jnp.where(inside & real, logit, -jnp.inf))
+        log_out = jax.nn.logsumexp(jnp.where(~inside & real, logit, -jnp.inf))
+        return jnp.exp(log_out - jnp.logaddexp(log_in, log_out))
+
+
+def proxy_scale2(pmap: ProxyMap) -> float:
+    """c with ||v||^2 >= c ||P v||^2: f^2 for f x f average pooling (Cauchy-Schwarz), 1 for orthonormal projections."""
+    return float(pmap.factor ** 2) if pmap.basis is None else 1.0
+
+
+def build_coarse_stage(index, proxy: np.ndarray, nprobe, seed: int) -> Coarse:
+    if index.coarse is None:
+        raise UsageError("--golden-coarse needs an index built with coarse clusters; rebuild it with --coarse.")
+    search = CoarseSearch.from_coarse(index.coarse, nprobe)
+    ids = np.asarray(search.ids)
+    piece_of = np.zeros(len(proxy), np.int32)
+    radius = np.zeros(len(ids), np.float32)
+    cents = np.asarray(search.centroids)
+    for p, row in enumerate(ids):
+        row = row[row >= 0]
+        piece_of[row] = p
+        if len(row):
+            radius[p] = np.sqrt(np.max(np.sum((proxy[row] - cents[p]) ** 2, axis=1)))
+    perm = np.random.default_rng(seed).permutation(len(proxy)).astype(np.int32)
+    return Coarse(search, jnp.asarray(piece_of), jnp.asarray(radius * (1 + 1e-5) + 1e-6), jnp.asarray(perm))
+
+
+def build(index, opts) -> GoldenDenoiser:
+    if opts.base not in BASES:
+        raise UsageError(f"unknown golden base '{opts.base}'; choose from: {', '.join(BASES)}.")
+    n = index.n
+    d_min, d_max = default_sizes(index.attrs.get("dataset"), n)
+    k_max = opts.golden_k_max if opts.golden_k_max is not None else max(d_max, opts.golden_k_min or 0)
+    if opts.golden_k_min is not None:
+        k_min = opts.golden_k_min
+    else:  # the tolerance mode picks k itself; otherwise the schedule's lower end
+        k_min = 1 if opts.golden_tol is not None else min(d_min, k_max)
+    k_min, k_max = check_sizes(int(k_min), int(k_max), n)
+    if opts.golden_tol is not None and not 0.0 < float(opts.golden_tol) < 1.0:
+        raise UsageError(f"--golden-tol must lie strictly between 0 and 1 (got {opts.golden_tol}).")
+    data = index.train_data()
+    padded = np.zeros((-(-n // DIAG_CHUNK) * DIAG_CHUNK, data.shape[1]), np.float32)
+    padded[:n] = data
+    proxy = np.asarray(index.proxy, np.float32)
+    pmap = index_proxy_map(index)
+    return GoldenDenoiser(
+        data=jnp.asarray(padded),
+        proxy=jnp.asarray(proxy),
+        half_psq=jnp.asarray(0.5 * np.einsum("ij,ij->i", proxy, proxy)),
+        proxy_map=pmap,
+        masks=masks_for(index, opts) if opts.base == "pca-local" else None,
+        coarse=build_coarse_stage(index, proxy, opts.golden_nprobe, opts.seed) if opts.golden_coarse else None,
+        n=n, k_min=k_min, k_max=k_max,
+        tol=None if opts.golden_tol is None else float(opts.golden_tol),
+        proxy_scale2=proxy_scale2(pmap),
+        base=opts.base,
+        seed=int(opts.seed),
+    )

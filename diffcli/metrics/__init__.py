@@ -1,0 +1,1 @@
+"""Evaluation metrics: fidelity to a reference run, memorisation, feature-space and distribution distances."""

@@ -1,0 +1,171 @@
+"""GoldDiff golden subset: truncation identity and certificate, sizes, equality with the base, tolerance mode."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diffcli.denoisers.empirical import EmpiricalDenoiser
+from diffcli.denoisers.golden import build
+from diffcli.denoisers.options import DenoiserOptions
+from diffcli.denoisers.pca_local import build as build_pca_local
+from diffcli.denoisers.subset import golden_sizes, tail_bounds, truncation_parts
+from diffcli.index.proxy import compute_proxies, proxy_map_for
+from diffcli.index.stats import pca_stats
+from diffcli.index.store import Index
+
+
+def make_index(n=120, shape=(1, 8, 8), seed=0, dataset="shapes"):
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((6, *shape)).cumsum(-1)
+    imgs = protos[rng.integers(0, 6, n)] + 0.4 * rng.standard_normal((n, *shape))
+    imgs = np.clip((imgs / np.abs(imgs).max() + 1) * 127.5, 0, 255).astype(np.uint8)
+    data = imgs.reshape(n, -1).astype(np.float32) / 127.5 - 1
+    s = pca_stats(data)
+    proxy = compute_proxies(proxy_map_for("image", shape), data)
+    from diffcli.index.coarse import build_coarse
+
+    return Index(kind="image", shape=shape, images=imgs, heldout=imgs[:2], proxy=proxy, mean=s["mean"],
+                 pca_components=s["components"], pca_variances=s["variances"], residual_variance=0.0,
+                 attrs={"dataset": dataset}, coarse=build_coarse(proxy, seed=0))
+
+
+# jitted once per denoiser structure; sigma is traced, so a new sigma never recompiles
+call = eqx.filter_jit(lambda g, x, s, k=None: g(x, s, key=k))
+diagnose = eqx.filter_jit(lambda g, x, s: g.diagnose(x, s))
+one = eqx.filter_jit(lambda g, x, s, k: g._one(x, s, k))
+
+
+def softmax64(d, sigma):
+    z = -(d - d.min()) / (2 * sigma**2)
+    w = np.exp(z)
+    return w / w.sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 40), k=st.integers(1, 39), log_sigma=st.floats(-2.5, 1.0))
+def test_truncation_identity_and_bound(seed, n, k, log_sigma):
+    k = min(k, n - 1)
+    sigma = 10.0**log_sigma
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((n, 5))
+    x = rng.standard_normal(5) * 1.5
+    d = ((data - x) ** 2).sum(1)
+    w = softmax64(d, sigma)
+    nearest = np.argsort(d)[:k]
+    m, m_s, m_c, eps = truncation_parts(w, data, nearest)
+    np.testing.assert_allclose(m - m_s, eps * (m_c - m_s), atol=1e-12)
+    assert np.linalg.norm(m - m_s) <= 2 * eps * np.abs(np.linalg.norm(data, axis=1)).max() + 1e-12
+    ds = np.sort(d)
+    padded = np.concatenate([ds, np.full(40 - n, np.inf)])  # one shape for every example: no recompiles
+    bound = float(tail_bounds(jnp.asarray(padded, jnp.float32), jnp.float32(jnp.inf), n, jnp.float32(sigma))[k - 1])
+    closed = min((n - k) * np.exp(-(ds[k] - ds[0]) / (2 * sigma**2)), 1.0)
+    assert eps <= closed * (1 + 1e-9) + 1e-300
+    assert abs(bound - closed) <= 1e-3 * closed + 1e-30
+
+
+def test_sizes_follow_the_paper_schedule():
+    n, k_min, k_max = 15000, 1000, 2000
+    for sigma in (1e-3, 0.05, 0.5, 2.0, 50.0):
+        lam = 1 - sigma / np.sqrt(1 + sigma**2)
+        m, k = golden_sizes(jnp.float32(sigma), n, k_min, k_max)
+        assert int(m) == int(np.clip(np.round(k_max + (n - k_max) * lam), k_max, n))
+        assert int(k) == max(k_min, int(np.round(k_max - (k_max - k_min) * lam)))
+    m, k = golden_sizes(jnp.float32(1e-6), n, k_min, k_max)
+    assert (int(m), int(k)) == (n, k_min)
+    m, k = golden_sizes(jnp.float32(1e6), n, k_min, k_max)
+    assert (int(m), int(k)) == (k_max, k_max)
+
+
+@pytest.fixture(scope="module")
+def index():
+    return make_index()
+
+
+@pytest.mark.parametrize("base", ["empirical", "pca-local"])
+def test_full_subset_equals_base(index, base):
+    n = index.n
+    sig = 0.4
+    opts = DenoiserOptions(sigmas=np.array([sig, 0.0]), base=base, golden_k_min=n, golden_k_max=n,
+                           mask_threshold=0.05)
+    gold = build(index, opts)
+    ref = EmpiricalDenoiser.from_data(index.train_data(), chunk=64) if base == "empirical" else build_pca_local(index, opts)
+    x = jnp.asarray(index.train_data()[:5].reshape(5, *index.shape)) + sig * jax.random.normal(
+        jax.random.PRNGKey(1), (5, *index.shape))
+    np.testing.assert_allclose(np.asarray(call(gold, x, sig)), np.asarray(call(ref, x, sig)), atol=2e-6)
+
+
+def test_golden_matches_float64_subset_softmax(index):
+    """The output is the exact softmax over the subset that diagnose reports (checked in float64)."""
+    sig = 0.3
+    gold = build(index, DenoiserOptions(base="empirical", golden_k_min=10, golden_k_max=30))
+    x = jnp.asarray(index.train_data()[3:6].reshape(3, *index.shape)) + sig * jax.random.normal(
+        jax.random.PRNGKey(2), (3, *index.shape))
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    out = np.asarray(call(gold, x, sig, keys)).reshape(3, -1)
+    flat = gold._keys(keys, jnp.full((3,), sig), 3)
+    data = index.train_data().astype(np.float64)
+    for i in range(3):
+        _, diag = one(gold, jnp.asarray(x[i].reshape(-1)), jnp.float32(sig), flat[i])
+        ids = np.asarray(diag["ids"])
+        ids = ids[ids >= 0]
+        assert len(ids) == int(diag["k"])
+        d = ((data[ids] - np.asarray(x[i], np.float64).reshape(-1)) ** 2).sum(1)
+        np.testing.assert_allclose(out[i], softmax64(d, sig) @ data[ids], atol=3e-6)
+
+
+def test_tolerance_mode_certifies_its_subset(index):
+    tol = 1e-3
+    gold = build(index, DenoiserOptions(base="empirical", golden_k_max=index.n, golden_tol=tol))
+    full_den = EmpiricalDenoiser.from_data(index.train_data())
+    for sigma in (0.05, 0.3, 1.0, 3.0):
+        check_tolerance(gold, full_den, index, sigma, tol)
+
+
+def check_tolerance(gold, full_den, index, sigma, tol):
+    x = jnp.asarray(index.train_data()[:6].reshape(6, *index.shape)) + sigma * jax.random.normal(
+        jax.random.PRNGKey(3), (6, *index.shape))
+    diag = diagnose(gold, x, jnp.float32(sigma))
+    bound, tail = np.asarray(diag["bound"]), np.asarray(diag["tail_mass"])
+    assert np.all(tail <= bound * (1 + 1e-3) + 1e-30)
+    assert np.all(bound <= tol)
+    full = np.asarray(call(full_den, x, jnp.float32(sigma)))
+    err = np.abs(np.asarray(call(gold, x, jnp.float32(sigma))) - full).reshape(6, -1).max(1)
+    assert np.all(err <= 2 * tol * np.abs(index.train_data()).max() + 1e-5)
+
+
+def test_certified_bound_holds_in_schedule_mode(index):
+    gold = build(index, DenoiserOptions(base="empirical", golden_k_min=20, golden_k_max=40))
+    for sigma in (0.02, 0.2, 1.0, 5.0):
+        x = jnp.asarray(index.train_data()[:4].reshape(4, *index.shape)) + sigma * jax.random.normal(
+            jax.random.PRNGKey(4), (4, *index.shape))
+        diag = diagnose(gold, x, jnp.float32(sigma))
+        assert np.all(np.asarray(diag["tail_mass"]) <= np.asarray(diag["bound"]) * (1 + 1e-3) + 1e-30)
+
+
+def test_no_retrace_across_sigmas_and_pool_randomness(index):
+    gold = build(index, DenoiserOptions(base="pca-local", sigmas=np.array([2.0, 0.5, 0.05, 0.0]), golden_k_min=10,
+                                        golden_k_max=30, mask_threshold=0.05))
+    f = jax.jit(lambda g, x, s, k: g(x, s, key=k))
+    x = jnp.asarray(index.train_data()[:2].reshape(2, *index.shape))
+    k1 = jax.random.split(jax.random.PRNGKey(0), 2)
+    a = f(gold, x + 2.0, jnp.full((2,), 2.0), k1)
+    f(gold, x, jnp.full((2,), 0.05), k1)
+    assert f._cache_size() == 1
+    # at high noise the pool is random: another key gives another subset, so another value
+    b = f(gold, x + 2.0, jnp.full((2,), 2.0), jax.random.split(jax.random.PRNGKey(9), 2))
+    assert np.all(np.isfinite(np.asarray(a))) and not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def test_coarse_stage_with_all_lists_equals_full_screen(index):
+    sig = 0.004  # low enough that the pool is the whole set in both modes (no random draw to differ)
+    x = jnp.asarray(index.train_data()[:6].reshape(6, *index.shape)) + sig * jax.random.normal(
+        jax.random.PRNGKey(6), (6, *index.shape))
+    opts = dict(base="empirical", golden_k_min=10, golden_k_max=30)
+    full = np.asarray(call(build(index, DenoiserOptions(**opts)), x, sig))
+    lists = len(index.coarse["centroids"])
+    every = np.asarray(call(build(index, DenoiserOptions(**opts, golden_coarse=True, golden_nprobe=lists)), x, sig))
+    np.testing.assert_allclose(every, full, atol=1e-5)  # all lists probed: the same screen
