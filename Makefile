@@ -39,6 +39,11 @@ bench: dev
 lint: dev
 	$(BIN)/ruff check diffcli tests benchmarks
 
+## reproduce-analytic: train (or reuse) the digits reference, run every analytical denoiser from the same noise,
+## print the MSE / r2 / seconds-per-step / peak-memory table (benchmarks/results/compare_analytic.json)
+reproduce-analytic: dev
+	$(BIN)/python benchmarks/compare_analytic.py --recipe recipes/compare-analytic.toml
+
 ## shards-slurm: seed-sharded sampling as a SLURM array job, then one merge (SHARDS=8 by default)
 SHARDS ?= 8
 shards-slurm: install

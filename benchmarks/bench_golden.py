@@ -88,7 +88,7 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_q
     tg = sum(r["golden_s"] for r in rows)
     tf = sum(r["pca_local_full_s"] for r in rows)
     return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch, "k_min": golden.k_min, "k_max": golden.k_max,
-            "mask_width": int(golden.masks.nbr.shape[-1]), "full_scan_timed_queries": full_queries,
+            "mask_widths": [int(w) for w in golden.masks.widths], "full_scan_timed_queries": full_queries,
             "golden_build_s": build_golden, "steps": rows, "speedup_vs_pca_local": tf / tg,
             "r2_min_over_steps": min(r["r2_min"] for r in rows)}
 
@@ -173,7 +173,7 @@ def main():
         print(f"{r['step']:>4} {r['sigma']:8.4g} {r['golden_s']:9.4f} {r['pca_local_full_s']:12.3f} "
               f"{r['empirical_s']:12.4f} {r['r2_min']:8.4f} {r['max_abs_dev']:8.4f}")
     print(f"speed-up of golden over the full-scan PCA-locality (sum over steps): {a['speedup_vs_pca_local']:.1f}x; "
-          f"min r2 {a['r2_min_over_steps']:.4f}; mask width L={a['mask_width']}")
+          f"min r2 {a['r2_min_over_steps']:.4f}; mask width classes {a['mask_widths']}")
     print("\n       N   exact(s)  coarse(s)  exact@hi  coarse@hi  recall")
     for r in b:
         print(f"{r['n']:>8} {r['exact_s_sigma0.05']:10.4f} {r['coarse_s_sigma0.05']:10.4f} {r['exact_s_sigma2.0']:9.4f} "

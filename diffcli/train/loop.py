@@ -126,6 +126,8 @@ def train(train_x: np.ndarray, heldout_x: np.ndarray, settings: TrainSettings, *
     if resume and os.path.exists(ckpt):
         state, start, history = load_checkpoint(ckpt, state, settings=identity)
     step_fn = make_step(settings)
+    if progress and start:
+        progress(start)  # a resumed run shows the steps already done
     t0, loss = time.perf_counter(), float("nan")
     step = start
     try:
