@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RADIUS, BATCH, SIGMA_MAX, SIGMA_MIN = 2.0, 4, 80.0, 0.002
 TARGET = 1e-6  # collocation goal: this pathwise error with <= 1/10 of the best classic solver's rounds
 PICARD_TARGET = 1e-3  # picard goal: this distance to 1000-step sequential in <= 25 rounds
+PICARD_SERIES = ("picard-ode", "picard-ode-anderson", "picard-sde", "picard-sde-anderson")
 
 
 def karras(steps, rho=7.0):
@@ -92,30 +93,33 @@ def bench_testbed(dim, ratio, quick):
     sig = karras(1000)
     for mode, seq_name in (("ode", "euler"), ("sde", "ddpm")):
         seq, _ = run_solver(seq_name, den, x_t, sig, keys)
-        settings = [dict(picard_tol=t, picard_window=w) for w in (64,) for t in (1e-1, 1e-2, 1e-3)] if quick else \
-            [dict(picard_tol=t, picard_window=128) for t in (1e-1, 1e-2, 1e-3)] + \
-            [dict(picard_blocks=b, picard_iters=k) for b, k in ((4, 6), (8, 3))]
+        tols = (1e-2, 3e-3) if quick else (1e-1, 1e-2, 3e-3, 1e-3)
+        settings = [dict(picard_tol=t, picard_window=w) for w in ((256,) if quick else (128, 256)) for t in tols] + \
+            [dict(picard_tol=t, picard_window=256, picard_anderson=2) for t in tols]
+        if not quick:
+            settings += [dict(picard_blocks=b, picard_iters=k) for b, k in ((4, 6), (8, 3))]
         for opts in settings:
             out, sec = run_solver("picard", den, x_t, sig, keys, picard_mode=mode, **opts)
-            rows.append(dict(solver=f"picard-{mode}", setting=",".join(f"{k[7:]}={v}" for k, v in opts.items()),
+            name = f"picard-{mode}" + ("-anderson" if opts.get("picard_anderson") else "")
+            rows.append(dict(solver=name, setting=",".join(f"{k[7:]}={v}" for k, v in opts.items()),
                              rounds=int(out.rounds), nfe=int(out.nfe), error=rel_error(out.x0, seq.x0), seconds=sec,
                              versus=f"sequential {seq_name} 1000 steps"))
     best_classic = min((rounds_to_target([r for r in rows if r["solver"] == s], TARGET) for s in
                         ("euler", "heun", "dpmpp-2m")), key=lambda t: t[0])
     coll = rounds_to_target([r for r in rows if r["solver"] == "collocation"], TARGET)
-    picard_ok = {m: min([r["rounds"] for r in rows if r["solver"] == f"picard-{m}" and r["error"] <= PICARD_TARGET],
-                        default=None) for m in ("ode", "sde")}
+    picard_ok = {m: min([r["rounds"] for r in rows if r["solver"] == m and r["error"] <= PICARD_TARGET], default=None)
+                 for m in PICARD_SERIES}
     summary = dict(dim=dim, ratio=ratio, reference_steps=int(ref_steps),
                    classic_rounds_to_target=best_classic[0], classic_extrapolated=best_classic[1],
                    collocation_rounds_to_target=coll[0], collocation_extrapolated=coll[1],
                    collocation_round_ratio=coll[0] / best_classic[0],
-                   picard_ode_rounds_within_target=picard_ok["ode"], picard_sde_rounds_within_target=picard_ok["sde"])
+                   **{f"{m.replace('-', '_')}_rounds_within_target": v for m, v in picard_ok.items()})
     return rows, summary
 
 
 def plot(rows, dim, ratio, out_dir):
     ode = {s: ([r["rounds"] for r in rows if r["solver"] == s], [r["error"] for r in rows if r["solver"] == s])
-           for s in ("euler", "heun", "dpmpp-2m", "collocation", "picard-ode", "picard-sde")}
+           for s in ("euler", "heun", "dpmpp-2m", "collocation") + PICARD_SERIES}
     path = os.path.join(out_dir, f"solvers_d{dim}_r{ratio:g}.png")
     save_line_plot(path, ode, title=f"GMM d={dim}, R/std={ratio:g}: relative pathwise error vs sequential rounds",
                    xlabel="sequential rounds", ylabel="error")
@@ -140,9 +144,9 @@ def main(argv=None):
             summaries.append(summary)
             plots.append(plot(rows, dim, ratio, out_dir))
             print(f"\nd={dim} R/std={ratio:g}  (reference: Dopri8, {summary['reference_steps']} steps)")
-            print(f"{'solver':12s} {'setting':34s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
+            print(f"{'solver':20s} {'setting':44s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
             for r in rows:
-                print(f"{r['solver']:12s} {r['setting']:34s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")
+                print(f"{r['solver']:20s} {r['setting']:44s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")
             print(json.dumps(summary))
     result = dict(benchmark="solvers", quick=args.quick, dtype="float64", batch=BATCH, radius=RADIUS,
                   sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=platform.machine(), backend=jax.default_backend(),

@@ -59,6 +59,21 @@ def shard_ids(n: int, shard: tuple[int, int] | None) -> np.ndarray:
     return np.arange(i, n, count)
 
 
+def on_cluster(denoiser, *arrays):
+    """Multi-process runs take every jit input as a global array: replicate them over the denoiser's index mesh."""
+    mesh = getattr(denoiser, "mesh", None)
+    if mesh is None or jax.process_count() == 1:
+        return arrays
+    from diffcli.parallel.denoiser import as_replicated
+
+    return tuple(as_replicated(mesh, np.asarray(a)) for a in arrays)
+
+
+def to_host(x) -> np.ndarray:
+    """A (possibly multi-process, replicated) array as NumPy on this host."""
+    return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+
+
 @eqx.filter_jit
 def _run_batch(solver, options, denoiser, x_t, sigmas, keys):
     return solver(denoiser, x_t, sigmas, key=keys, **options)
@@ -78,9 +93,9 @@ def generate(*, denoiser, solver, sigmas, shape, ids, seed: int, batch_size: int
         part = ids[lo:lo + batch_size]
         padded = np.concatenate([part, np.full(batch_size - len(part), part[-1])])
         x_t = sigmas_j[0] * initial_noise(seed, padded, shape)
-        res = _run_batch(solver, options, denoiser, x_t, sigmas_j, solver_keys(seed, padded))
-        bad = int(res.aux.get("nonfinite_step", -1)) if isinstance(res.aux, dict) else -1
-        x0 = np.asarray(res.x0)[: len(part)]
+        res = _run_batch(solver, options, denoiser, *on_cluster(denoiser, x_t, sigmas_j, solver_keys(seed, padded)))
+        bad = int(to_host(res.aux.get("nonfinite_step", -1))) if isinstance(res.aux, dict) else -1
+        x0 = to_host(res.x0)[: len(part)]
         if bad >= 0 or not np.all(np.isfinite(x0)):
             step = bad if bad >= 0 else len(sigmas) - 2
             raise DiffcliError(
@@ -89,7 +104,7 @@ def generate(*, denoiser, solver, sigmas, shape, ids, seed: int, batch_size: int
             )
         outs.append(x0)
         starts.append(np.asarray(x_t)[: len(part)])
-        nfe, rounds = max(nfe, int(np.max(res.nfe))), max(rounds, int(np.max(res.rounds)))
+        nfe, rounds = max(nfe, int(np.max(to_host(res.nfe)))), max(rounds, int(np.max(to_host(res.rounds))))
         if progress is not None:
             progress(len(part))
     return SampleRun(

@@ -23,7 +23,8 @@ WORKER = textwrap.dedent(
     start(cfg, timeout_s=args["timeout"])
     import equinox as eqx, jax, numpy as np
     from diffcli.parallel.denoiser import as_replicated
-    from diffcli.parallel.distributed import host_row_range, host_sharded_denoiser, index_size, to_host
+    from diffcli.parallel.distributed import host_row_range, host_sharded_denoiser, index_size
+    from diffcli.pipeline import to_host
     from diffcli.parallel.mesh import row_mesh
     mesh = row_mesh()
     den = host_sharded_denoiser(args["index"], mesh=mesh, chunk=16)
@@ -123,3 +124,42 @@ def test_config_from_flags_slurm_and_errors():
         resolve_config("h:1", 2, 2, env={})
     with pytest.raises(DiffcliError, match="node list"):
         resolve_config(env={"SLURM_NTASKS": "2", "SLURM_PROCID": "0"})
+
+
+def sample_cli(args, *, devices=1):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen([sys.executable, "-m", "diffcli", "sample", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sample_command_on_two_hosts_equals_one_process(vector_index, tmp_path):
+    from diffcli.io.samples import read_samples
+
+    index, _ = vector_index
+    common = ["--index", str(index), "--denoiser", "empirical", "--solver", "ddpm", "--steps", "5", "-n", "6",
+              "--chunk-size", "16"]
+    port = free_port()
+    two = tmp_path / "two"
+    procs = [sample_cli(common + ["--out", str(two), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                  "--process-id", str(pid), "--join-timeout", "60"], devices=2) for pid in (0, 1)]
+    outs = [p.communicate(timeout=150) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    one = sample_cli(common + ["--out", str(tmp_path / "one")])
+    _, err = one.communicate(timeout=150)
+    assert one.returncode == 0, err[-3000:]
+    a, b = read_samples(two / "samples.h5"), read_samples(tmp_path / "one" / "samples.h5")
+    np.testing.assert_array_equal(a["ids"], b["ids"])
+    np.testing.assert_allclose(a["samples"], b["samples"], atol=2e-5)
+    assert a["settings"] == b["settings"]  # the cluster flags change nothing a merge compares
+
+
+def test_sample_command_refuses_other_denoisers_on_a_cluster(vector_index, tmp_path):
+    """Refused before joining, so no process waits on a peer that will not come."""
+    index, _ = vector_index
+    p = sample_cli(["--index", str(index), "--denoiser", "wiener", "--out", str(tmp_path / "o"),
+                    "--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2", "--process-id", "1"])
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert "empirical denoiser only" in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "o").exists()

@@ -66,14 +66,24 @@ def sample(
     picard_iters: Annotated[int | None, Opt("--picard-iters")] = None,
     picard_tol: Annotated[float | None, Opt("--picard-tol")] = None,
     picard_window: Annotated[int | None, Opt("--picard-window")] = None,
+    picard_anderson: Annotated[int | None, Opt("--picard-anderson", help="Anderson memory M (0 = off); best on ode.")] = None,
     colloc_nodes: Annotated[int | None, Opt("--colloc-nodes")] = None,
     colloc_iters: Annotated[int | None, Opt("--colloc-iters")] = None,
     colloc_tol: Annotated[float | None, Opt("--colloc-tol")] = None,
     colloc_windows: Annotated[int | None, Opt("--colloc-windows")] = None,
+    coordinator: Annotated[str | None, Opt("--coordinator", help="Multi-host: HOST:PORT of process 0.")] = None,
+    num_processes: Annotated[int | None, Opt("--num-processes", help="Multi-host: how many processes.")] = None,
+    process_id: Annotated[int | None, Opt("--process-id", help="Multi-host: this process, 0..N-1.")] = None,
+    join_timeout: Annotated[float, Opt("--join-timeout", help="Multi-host: seconds to wait for every peer.")] = 120.0,
 ):
-    """Draw samples and write OUT/samples.h5 (and OUT/grid.png for images)."""
+    """Draw samples and write OUT/samples.h5 (and OUT/grid.png for images).
+
+    Multi-host (--coordinator/--num-processes/--process-id, or a multi-task SLURM step): the empirical denoiser's
+    index is sharded over every device of every host, each host reading only its rows; process 0 writes the output.
+    """
     from diffcli.data import parse_spec
-    from diffcli.sampling import SAMPLE_OPTIONS, run_sample
+    from diffcli.parallel.distributed import resolve_config, start
+    from diffcli.sampling import SAMPLE_OPTIONS, check_cluster_denoiser, run_sample
 
     explicit = {k: v for k, v in locals().items() if k in SAMPLE_OPTIONS}
     recipe_opts = {}
@@ -87,14 +97,27 @@ def sample(
         settings.pop("dataset", None)
     settings["shard"] = parse_shard(shard)
     out_dir = out or os.path.join("out", _slug(settings.get("dataset") or os.path.basename(index)))
-    prepare_out_dir(out_dir, overwrite)
-    result = run_sample(settings, index_path=index, root=root, out_dir=out_dir, report=info, progress_cls=Progress)
+    cluster = resolve_config(coordinator, num_processes, process_id)
+    lead = cluster is None or cluster.process_id == 0
+    if cluster is not None and cluster.num_processes > 1:
+        check_cluster_denoiser(settings["denoiser"])
+    if lead:  # checked before joining, so a refused folder ends the run before any peer waits on this process
+        prepare_out_dir(out_dir, overwrite)
+    start(cluster, timeout_s=join_timeout)
+    result = run_sample(settings, index_path=index, root=root, out_dir=out_dir, report=info if lead else _quiet,
+                        progress_cls=Progress if lead else None)
+    if not lead:
+        return
     if json_out:
         emit_json(result)
     else:
         info(f"{result['n']} samples in {result['seconds']:.2f}s (nfe {result['nfe']}, rounds {result['rounds']}) -> {result['out']}")
         if result.get("grid"):
             info(f"grid: {result['grid']}")
+
+
+def _quiet(_message: str) -> None:
+    pass
 
 
 def recipe_dataset(path: str) -> str | None:

@@ -100,8 +100,8 @@ class GoldenDenoiser(AbstractDenoiser):
         floor = jnp.where(full_pool, self.proxy_scale2 * floor_rest, 0.0)
         return ids[pos[:kk]], -neg[:kk], floor
 
-    def _one(self, x, sigma, key):
-        """Golden subset and denoised value of one query x [D]; returns (x0 [D], diagnostics)."""
+    def _one(self, x, sigma, key, cls: int = 0):
+        """Golden subset and denoised value of one query x [D] (mask width class `cls`); returns (x0, diagnostics)."""
         m_t, k_t = golden_sizes(sigma, self.n, self.k_min, self.k_max)
         # the tolerance mode scans the whole set, since only a complete screen certifies what it leaves out
         p_keep = m_t.astype(jnp.float32) / self.n if self.tol is None else jnp.float32(1.0)
@@ -118,36 +118,40 @@ class GoldenDenoiser(AbstractDenoiser):
             k_t = smallest_k_for_tol(bounds, self.k_min, self.tol, self.k_max)
         k_t = jnp.maximum(jnp.minimum(k_t, n_ok), 1)
         keep = jnp.arange(self.k_max) < k_t
-        x0 = self._base(x, sigma, rows, d_sorted, keep)
+        x0 = self._base(x, sigma, rows, d_sorted, keep, cls)
         retrieved = tail_bounds(d_sorted, jnp.float32(jnp.inf), self.n, sigma)  # the spec's formula, candidates only
         diag = {"k": k_t, "pool": m_t if self.tol is None else jnp.int32(self.n), "bound": bounds[k_t - 1],
                 "bound_retrieved": retrieved[k_t - 1], "ids": jnp.where(keep, ids, -1)}
         return x0, diag
 
-    def _base(self, x, sigma, rows, d_sorted, keep):
+    def _base(self, x, sigma, rows, d_sorted, keep, cls: int):
         inv2var = 0.5 / jnp.square(sigma)
         if self.base == "empirical":
             logits = jnp.where(keep, -(d_sorted - d_sorted[0]) * inv2var, -jnp.inf)
             return jax.nn.softmax(logits) @ rows
-        band = self.masks.band(sigma[None])[0]
-
-        def branch(cls: int):
-            def run(_):
-                nbr, valid = self.masks.lists(band, cls)
-                chunk = rows_per_chunk(rows.shape[1], self.masks.widths[cls], self._sub_batch(rows.shape[1]), self.k_max)
-                return masked_posterior_mean(x, rows, keep, nbr, valid, inv2var, chunk)
-
-            return run
-
-        # one query, a scalar band: only the branch of its mask width runs
-        return jax.lax.switch(self.masks.band_class[band], [branch(c) for c in range(len(self.masks.widths))], None)
+        nbr, valid = self.masks.lists(self.masks.band(sigma[None])[0], cls)
+        chunk = rows_per_chunk(rows.shape[1], self.masks.widths[cls], self._sub_batch(rows.shape[1]), self.k_max)
+        return masked_posterior_mean(x, rows, keep, nbr, valid, inv2var, chunk)
 
     def _map(self, fn, x, sigma, key):
+        """fn(query, sigma, key, cls) over the batch: a sequential map of vmapped sub-batches.
+
+        The mask width class is chosen once for the batch (the widest any sample needs) and switched on outside the
+        map: a switch inside a vmapped body would run every branch.
+        """
         flat = flatten(x).astype(jnp.float32)
         b = flat.shape[0]
         s = batch_sigma(sigma, b)
         keys = self._keys(key, s, b)
-        return jax.lax.map(lambda a: fn(*a), (flat, s, keys), batch_size=min(b, self._sub_batch(flat.shape[1])))
+        sub = min(b, self._sub_batch(flat.shape[1]))
+
+        def run(cls: int):
+            return lambda _: jax.lax.map(lambda a: fn(*a, cls), (flat, s, keys), batch_size=sub)
+
+        if self.masks is None:
+            return run(0)(None)
+        cls = jnp.max(self.masks.band_class[self.masks.band(s)])
+        return jax.lax.switch(cls, [run(c) for c in range(len(self.masks.widths))], None)
 
     def _sub_batch(self, dim: int) -> int:
         """Queries vmapped together inside the sequential map, so their gathered rows fit ROWS_BUDGET."""
@@ -161,8 +165,8 @@ class GoldenDenoiser(AbstractDenoiser):
     def diagnose(self, x, sigma, *, key=None):
         """k, pool size, certified bound, the candidates-only bound and the realised (unmasked) tail mass per query."""
 
-        def one(xq, s, k):
-            _, diag = self._one(xq, s, k)
+        def one(xq, s, k, cls):
+            _, diag = self._one(xq, s, k, cls)
             diag["tail_mass"] = self._tail_mass(xq, s, diag.pop("ids"))
             return 0.0, diag
 

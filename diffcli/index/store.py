@@ -86,13 +86,30 @@ def open_index(path: str | os.PathLike) -> Index:
         raise _fail(path, f"it is damaged or incomplete ({type(exc).__name__})") from None
 
 
-def _read(f: h5py.File, path: str) -> Index:
+def index_attrs(path: str | os.PathLike) -> dict:
+    """The validated metadata of an index (kind, shape, n, dataset, ...) without reading its arrays."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DiffcliError(f"index file '{path}' does not exist.")
+    try:
+        with h5py.File(path, "r") as f:
+            return _attrs(f, path)
+    except OSError:
+        raise _fail(path, "it is not an HDF5 file or it is truncated") from None
+
+
+def _attrs(f: h5py.File, path: str) -> dict:
     attrs = {k: _plain(v) for k, v in f.attrs.items()}
     if attrs.get("format") != "diffcli-index":
         raise _fail(path, "it was not written by diffcli index-build")
     version = int(attrs.get("format_version", -1))
     if version != FORMAT_VERSION:
         raise _fail(path, f"format version {version} is not the supported version {FORMAT_VERSION}; rebuild it")
+    return attrs
+
+
+def _read(f: h5py.File, path: str) -> Index:
+    attrs = _attrs(f, path)
     for name in ("images", "heldout", "proxy", "stats/mean", "stats/pca_components", "stats/pca_variances"):
         if name not in f:
             raise _fail(path, f"the dataset '/{name}' is missing")

@@ -151,7 +151,3 @@ def host_sharded_denoiser(path: str, *, mesh=None, chunk: int = 2048):
     rows, _ = read_index_rows(path, lo, hi)
     return ShardedEmpiricalDenoiser.from_local_rows(rows, n=n, first_row=lo, mesh=mesh, chunk=chunk)
 
-
-def to_host(x) -> np.ndarray:
-    """A replicated (possibly multi-process) array as NumPy on this host."""
-    return np.asarray(x.addressable_data(0)) if hasattr(x, "addressable_data") else np.asarray(x)

@@ -9,6 +9,11 @@ is exactly the sequential result from the same seed.
 - fixed mode (picard_tol None, the paper's rule): blocks of W steps, picard_iters rounds each;
 - tolerance mode (picard_tol): ParaDiGMS sliding window, which advances to the first point whose change failed
   ||x_new - x_old||^2 / (dim sigma^2) <= tol^2 (every round advances at least one step).
+- picard_anderson M > 0: triangular Anderson acceleration of the round (after ParaTAA, Tang et al. 2024). With
+  the Picard map F and residual R = F(X) - X, the next iterate is F(X) - (dX + dR) gamma_j at point j, where
+  gamma_j fits R over the points <= j only (so a point never looks at later, less converged points, and converged
+  prefixes stay exact) from the last M differences dX, dR, each point weighted by 1 / sigma^2. The tolerance test
+  still reads the plain Picard change R, and the window's new start is F's value there (exact, as without it).
 """
 
 from __future__ import annotations
@@ -87,6 +92,26 @@ def first_bad_point(xs, start, bad):
     return jnp.where((bad < 0) & ~finite[i], start + i - 1, bad).astype(jnp.int32)
 
 
+def anderson_update(f, hist_dx, hist_dr, r, weight, reg: float = 1e-4):
+    """Triangular Anderson step: F - (dX + dR) gamma, gamma_j = argmin sum_{p<=j} w_p ||R_p - dR_p gamma||^2.
+
+    f, r [W+1, B, ...]; hist_dx, hist_dr [M, W+1, B, ...] (zeros where a point has no history); weight [W+1].
+    """
+    m, p, b = hist_dr.shape[:3]
+    dr = hist_dr.reshape(m, p, b, -1)
+    wsh = weight[:, None, None, None]
+    gram = jnp.cumsum(wsh * jnp.einsum("ipbd,jpbd->pbij", dr, dr), axis=0)  # [W+1, B, M, M]
+    rhs = jnp.cumsum(weight[:, None, None] * jnp.einsum("ipbd,pbd->pbi", dr, r.reshape(p, b, -1)), axis=0)
+    scale = jnp.trace(gram, axis1=-2, axis2=-1)[..., None, None] / m
+    # Tikhonov relative to the Gram's size keeps gamma bounded when differences are (nearly) collinear; where a
+    # prefix has no history at all the system is 0 = 0 and gamma is 0 (plain Picard)
+    eye = jnp.eye(m, dtype=gram.dtype)
+    gamma = jnp.linalg.solve(gram + (reg * scale + jnp.finfo(gram.dtype).tiny) * eye, rhs[..., None])[..., 0]
+    gamma = jnp.where(jnp.isfinite(gamma), gamma, 0.0)
+    step = jnp.einsum("pbi,ipbd->pbd", gamma, (hist_dx + hist_dr).reshape(m, p, b, -1))
+    return f - step.reshape(f.shape)
+
+
 def window_size(steps, picard_blocks, picard_window) -> int:
     """Points per round: picard_window, or ceil(steps / picard_blocks), or min(steps, 32)."""
     if picard_blocks is not None:
@@ -101,9 +126,11 @@ def window_size(steps, picard_blocks, picard_window) -> int:
 
 
 def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picard_blocks: int | None = None,
-                  picard_iters: int | None = None, picard_tol: float | None = None, picard_window: int | None = None):
+                  picard_iters: int | None = None, picard_tol: float | None = None, picard_window: int | None = None,
+                  picard_anderson: int | None = None):
     """PIADM-SDE/ODE (Chen, Ren, Ying, Rotskoff 2024) fixed rounds per block, or ParaDiGMS (Shih et al. 2023) with a
-    tolerance; converges to sample_ddpm (sde) / sample_euler (ode) from the same keys."""
+    tolerance, optionally Anderson-accelerated; converges to sample_ddpm (sde) / sample_euler (ode) from the same
+    keys."""
     check_sigmas(sigmas)
     if picard_mode not in MODES:
         raise UsageError(f"unknown picard mode '{picard_mode}'; choose from: {', '.join(MODES)}.")
@@ -112,6 +139,7 @@ def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picar
     k = int(sig.shape[0]) - 1
     w = window_size(k, picard_blocks, picard_window)
     dim = int(np.prod(x_T.shape[1:]))
+    memory = 0 if picard_anderson is None else positive_int("picard_anderson", picard_anderson, minimum=0)
     if picard_tol is not None:
         if not float(picard_tol) > 0:
             raise UsageError(f"--picard-tol must be positive (got {picard_tol}).")
@@ -122,30 +150,48 @@ def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picar
     tol2 = float(picard_tol) ** 2 if picard_tol is not None else 0.0
     floor = jnp.min(jnp.where(sig > 0, sig, jnp.inf))
     idx = jnp.arange(w + 1, dtype=jnp.int32)
+    point_shape = (w + 1,) + (1,) * x_T.ndim
 
     def body(state):
-        start, it, xs, rounds, bad = state
+        start, it, xs, rounds, bad, acc = state
         new = picard_round(denoiser, xs, start, sig, key=key, eta=eta)
         bad = first_bad_point(new, start, bad)
+        scale = jnp.maximum(sig[jnp.minimum(start + idx, k)], floor)
         if picard_tol is None:
             stride = jnp.where(it + 1 >= iters, w, 0)
             it = jnp.where(it + 1 >= iters, 0, it + 1)
         else:
-            pts = jnp.minimum(start + idx, k)
-            ok = (change_ratio(new, xs, jnp.maximum(sig[pts], floor)) <= tol2) | (start + idx > k)
+            ok = (change_ratio(new, xs, scale) <= tol2) | (start + idx > k)
             ok = ok.at[0].set(True)
             # the first failing point was computed from converged predecessors: the window restarts there
             stride = jnp.where(jnp.all(ok), w, jnp.maximum(jnp.argmin(ok), 1))
         # shift the window; points past its end start from the last state
         stride = stride.astype(jnp.int32)
-        shifted = new[jnp.minimum(idx + stride, w)]
-        return start + stride, it, shifted, rounds + 1, bad
+        src = jnp.minimum(idx + stride, w)
+        nxt = new
+        if memory:
+            nxt, acc = accelerate(new, xs, acc, 1.0 / jnp.square(scale), stride, src, idx + stride > w)
+        return start + stride, it, nxt[src], rounds + 1, bad, acc
+
+    def accelerate(new, xs, acc, weight, stride, src, entering):
+        hist_dx, hist_dr, prev_x, prev_r, fresh = acc
+        r = new - xs
+        old = ~fresh.reshape(point_shape)  # a point's first round in the window has no difference yet
+        hist_dx = jnp.concatenate([jnp.where(old, xs - prev_x, 0.0)[None], hist_dx[:-1]])
+        hist_dr = jnp.concatenate([jnp.where(old, r - prev_r, 0.0)[None], hist_dr[:-1]])
+        nxt = anderson_update(new, hist_dx, hist_dr, r, weight).at[stride].set(new[jnp.minimum(stride, w)])
+        gone = entering.reshape((1,) + point_shape)
+        acc = (jnp.where(gone, 0.0, hist_dx[:, src]), jnp.where(gone, 0.0, hist_dr[:, src]), xs[src], r[src],
+               entering)
+        return nxt, acc
 
     def cond(state):
         return state[0] < k
 
     xs0 = jnp.broadcast_to(x_T, (w + 1,) + x_T.shape)
     zero = jnp.asarray(0, jnp.int32)
-    state = (zero, zero, xs0, zero, jnp.asarray(-1, jnp.int32))
-    _, _, xs, rounds, bad = jax.lax.while_loop(cond, body, state)
+    hist = jnp.zeros((memory,) + xs0.shape, x_T.dtype)
+    acc = (hist, hist, xs0, jnp.zeros_like(xs0), jnp.ones(w + 1, bool)) if memory else ()
+    state = (zero, zero, xs0, zero, jnp.asarray(-1, jnp.int32), acc)
+    _, _, xs, rounds, bad, _ = jax.lax.while_loop(cond, body, state)
     return SampleResult(xs[0], rounds * w, rounds, {"nonfinite_step": bad})
