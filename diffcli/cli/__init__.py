@@ -13,10 +13,7 @@ app = typer.Typer(
 )
 
 # Each command module registers itself on `app` when imported (see cli/common.py: `command`).
-from diffcli.cli import index_build, sample  # noqa: E402,F401
-from diffcli.cli import datasets, merge  # noqa: E402,F401
-from diffcli.cli import schedule_fit  # noqa: E402,F401
-from diffcli.cli import evaluate, train  # noqa: E402,F401
+from diffcli.cli import datasets, evaluate, index_build, merge, sample, schedule_fit, train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -66,7 +66,8 @@ class Progress:
         self.heartbeat_s, self._last = heartbeat_s, 0.0
         self._bar = None
         if sys.stderr.isatty():
-            from rich.progress import BarColumn, Progress as RichProgress, TimeElapsedColumn, TextColumn
+            from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
                 TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Annotated
 
 import typer
@@ -102,8 +101,7 @@ def print_table(scalars: dict) -> None:
     Console().print(table)
 
 
-# `diffcli evaluate concentration` is written by the analytic engineer; it is registered here once it exists.
-if importlib.util.find_spec("diffcli.cli.concentration") is not None:
-    from diffcli.cli.concentration import concentration
+# `diffcli evaluate concentration` (the GoldDiff posterior-concentration diagnostics) lives in its own module.
+from diffcli.cli.concentration import concentration  # noqa: E402
 
-    command(evaluate_app, "concentration")(concentration)
+command(evaluate_app, "concentration")(concentration)
