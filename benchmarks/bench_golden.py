@@ -164,6 +164,19 @@ def scaling(ns, dim: int, batch: int, k_min: int, k_max: int, repeats: int) -> l
     return out
 
 
+def print_protocol(a: dict) -> None:
+    print("\nstep  sigma     golden_s  pca_local_s  empirical_s   r2_min  max_dev   tol_s  tol_r2_min")
+    for r in a["steps"]:
+        full = "-" if r["pca_local_full_s"] is None else f"{r['pca_local_full_s']:.3f}"
+        r2 = "-" if r["r2_min"] is None else f"{r['r2_min']:.4f}"
+        dev = "-" if r["max_abs_dev"] is None else f"{r['max_abs_dev']:.4f}"
+        tr2 = "-" if r["tol_r2_min"] is None else f"{r['tol_r2_min']:.4f}"
+        print(f"{r['step']:>4} {r['sigma']:8.4g} {r['golden_s']:9.4f} {full:>12} {r['empirical_s']:12.4f} {r2:>8} {dev:>8} "
+              f"{r['golden_tol_s']:7.3f} {tr2:>10}")
+    print(f"speed-up of golden over the full-scan PCA-locality (sum over steps): {a['speedup_vs_pca_local']:.1f}x; "
+          f"min r2 {a['r2_min_over_steps']:.4f}; mask width classes {a['mask_widths']}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
@@ -171,6 +184,7 @@ def main():
     ap.add_argument("--full-queries", type=int, help="queries the full-scan PCA-locality is run on (timing scaled to 16)")
     ap.add_argument("--full-steps", help="comma list of steps where the full scan runs (default: all)")
     ap.add_argument("--skip-scaling", action="store_true", help="run part (a) only")
+    ap.add_argument("--scaling-only", action="store_true", help="run part (b) only (N = 10k, 100k, 1M unless --quick)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "golden.json"))
     args = ap.parse_args()
     if args.quick:
@@ -182,9 +196,10 @@ def main():
     print(f"roofline ({platform.processor() or platform.machine()}, {jax.devices()[0].platform})", flush=True)
     roof = roofline()
     print(f"  matmul {roof['matmul_gflops']:.1f} GFLOP/s, bandwidth {roof['bandwidth_gbs']:.1f} GB/s", flush=True)
-    print(f"(a) GoldDiff protocol on {spec}, batch 16", flush=True)
+    if not args.scaling_only:
+        print(f"(a) GoldDiff protocol on {spec}, batch 16", flush=True)
     steps = None if args.full_steps is None else {int(v) for v in args.full_steps.split(",")}
-    a = protocol(spec, 16, kmin, kmax, fq, rep, steps)
+    a = None if args.scaling_only else protocol(spec, 16, kmin, kmax, fq, rep, steps)
     print("(b) time per call vs N (proxy-only vectors, d=64, batch 16)", flush=True)
     b = [] if args.skip_scaling else scaling(ns, 64, 16, 50, 100, rep)
     grow = {k: b[-1][k] / b[0][k] for k in ("exact_s_sigma0.05", "coarse_s_sigma0.05")} if b else {}
@@ -193,16 +208,8 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print("\nstep  sigma     golden_s  pca_local_s  empirical_s   r2_min  max_dev   tol_s  tol_r2_min")
-    for r in a["steps"]:
-        full = "-" if r["pca_local_full_s"] is None else f"{r['pca_local_full_s']:.3f}"
-        r2 = "-" if r["r2_min"] is None else f"{r['r2_min']:.4f}"
-        dev = "-" if r["max_abs_dev"] is None else f"{r['max_abs_dev']:.4f}"
-        tr2 = "-" if r["tol_r2_min"] is None else f"{r['tol_r2_min']:.4f}"
-        print(f"{r['step']:>4} {r['sigma']:8.4g} {r['golden_s']:9.4f} {full:>12} {r['empirical_s']:12.4f} {r2:>8} {dev:>8} "
-              f"{r['golden_tol_s']:7.3f} {tr2:>10}")
-    print(f"speed-up of golden over the full-scan PCA-locality (sum over steps): {a['speedup_vs_pca_local']:.1f}x; "
-          f"min r2 {a['r2_min_over_steps']:.4f}; mask width classes {a['mask_widths']}")
+    if a is not None:
+        print_protocol(a)
     print("\n       N   exact(s)  coarse(s)  exact@hi  coarse@hi  recall")
     for r in b:
         print(f"{r['n']:>8} {r['exact_s_sigma0.05']:10.4f} {r['coarse_s_sigma0.05']:10.4f} {r['exact_s_sigma2.0']:9.4f} "

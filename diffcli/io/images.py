@@ -35,7 +35,7 @@ def save_grid(path, samples: np.ndarray, *, ncol: int | None = None, min_cell: i
     scale = max(1, min_cell // imgs.shape[1])
     if scale > 1:
         imgs = imgs.repeat(scale, axis=1).repeat(scale, axis=2)
-    grid = tile(imgs, ncol=ncol)
+    grid = tile(imgs, ncol=ncol, pad=max(1, scale // 2))  # a gap that stays visible after enlarging
     mode = "L" if grid.shape[2] == 1 else "RGB"
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(grid[..., 0] if mode == "L" else grid)).save(tmp, format="PNG")

@@ -1,0 +1,28 @@
+"""PNG grids: each sample lands, enlarged, in its own cell, separated by a visible gap."""
+
+import numpy as np
+from PIL import Image
+
+from diffcli.io.images import save_grid, tile
+
+
+def test_tile_places_cells_row_major_on_grey():
+    imgs = np.arange(3 * 2 * 2).reshape(3, 2, 2, 1).astype(np.uint8)
+    canvas = tile(imgs, ncol=2, pad=1)
+    assert canvas.shape == (2 * 3 + 1, 2 * 3 + 1, 1)
+    np.testing.assert_array_equal(canvas[1:3, 1:3], imgs[0])
+    np.testing.assert_array_equal(canvas[1:3, 4:6], imgs[1])
+    np.testing.assert_array_equal(canvas[4:6, 1:3], imgs[2])
+    assert np.all(canvas[4:6, 4:6] == 128) and np.all(canvas[0] == 128) and np.all(canvas[:, 3] == 128)
+
+
+def test_save_grid_enlarges_small_images_with_a_visible_gap(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
+    save_grid(tmp_path / "g.png", x, ncol=2)
+    got = np.asarray(Image.open(tmp_path / "g.png"))
+    scale, pad = 6, 3  # 8 px cells are enlarged to 48 px; the gap is half the enlargement
+    assert got.shape == (2 * (48 + pad) + pad,) * 2
+    u8 = np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8)
+    cell = got[pad + 48 + pad: pad + 48 + pad + 48, pad: pad + 48]  # sample 2: second row, first column
+    np.testing.assert_array_equal(cell, u8[2, 0].repeat(scale, 0).repeat(scale, 1))
