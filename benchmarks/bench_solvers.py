@@ -93,9 +93,10 @@ def bench_testbed(dim, ratio, quick):
     sig = karras(1000)
     for mode, seq_name in (("ode", "euler"), ("sde", "ddpm")):
         seq, _ = run_solver(seq_name, den, x_t, sig, keys)
-        tols = (1e-2, 3e-3) if quick else (1e-1, 1e-2, 3e-3, 1e-3)
+        tols = (1e-2, 3e-3) if quick else (1e-2, 3e-3, 2e-3, 1e-3)
         settings = [dict(picard_tol=t, picard_window=w) for w in ((256,) if quick else (128, 256)) for t in tols] + \
-            [dict(picard_tol=t, picard_window=256, picard_anderson=2) for t in tols]
+            [dict(picard_tol=t, picard_window=w, picard_anderson=2) for w in ((256,) if quick else (256, 512))
+             for t in tols]
         if not quick:
             settings += [dict(picard_blocks=b, picard_iters=k) for b, k in ((4, 6), (8, 3))]
         for opts in settings:

@@ -88,7 +88,7 @@ def run_rounds(den, x_t, sig, keys, eta, rounds):
     """Window states after each of `rounds` rounds on one window covering the whole grid."""
     w = sig.shape[0] - 1
     xs = jnp.broadcast_to(x_t, (w + 1,) + x_t.shape)
-    round_ = jax.jit(lambda v: picard_round(den, v, jnp.int32(0), sig, key=keys, eta=eta))
+    round_ = jax.jit(lambda v: picard_round(den, v, jnp.int32(0), sig, key=keys, eta=eta)[0])
     out = []
     for _ in range(rounds):
         xs = round_(xs)

@@ -57,25 +57,35 @@ def window_noise(key, steps, x0, eta):
     return jax.vmap(lambda j: per_sample_normal(key, j, x0.shape[1:], x0.dtype))(steps)
 
 
-def picard_round(denoiser, xs, start, sig, *, key, eta):
-    """One round on the window states xs [W+1, B, ...] (xs[0] = state at step `start`) -> new states [W+1, ...].
-
-    Steps past the end of the grid are the identity, so a window may overhang the last step.
-    """
-    w = xs.shape[0] - 1
+def step_maps(start, count: int, sig, x0, *, key, eta):
+    """(r [count, 1, ...], n z [count, B, ...], step ids) of the `count` steps from `start`, the affine maps
+    x' = r x + (1 - r) D + n z with the sequential sampler's noise; steps past the end of the grid are the identity."""
     k = sig.shape[0] - 1
-    steps = start + jnp.arange(w, dtype=jnp.int32)
+    steps = start + jnp.arange(count, dtype=jnp.int32)
     valid = steps < k
     j = jnp.minimum(steps, k - 1)
-    s, s_next = sig[j], sig[j + 1]
-    d = call_points(denoiser, xs[:-1], s, key, j)
-    r, n = ddim_coefficients(s, s_next, eta)
-    r = jnp.where(valid, r, 1.0)
-    n = jnp.where(valid, n, 0.0)
-    bshape = (w,) + (1,) * (xs.ndim - 1)
-    r, n = r.reshape(bshape), n.reshape(bshape)
-    c = (1.0 - r) * d + n * window_noise(key, j, xs[0], eta)
-    return jnp.concatenate([xs[:1], affine_prefix(xs[0], r, c)])
+    r, n = ddim_coefficients(sig[j], sig[j + 1], eta)
+    bshape = (count,) + (1,) * x0.ndim
+    r = jnp.where(valid, r, 1.0).reshape(bshape)
+    n = jnp.where(valid, n, 0.0).reshape(bshape)
+    return r, n * window_noise(key, j, x0, eta), j
+
+
+def picard_round(denoiser, xs, start, sig, *, key, eta):
+    """One round on the window states xs [W+1, B, ...] (xs[0] = state at step `start`) -> (new states [W+1, ...],
+    the denoiser values D [W, B, ...] at xs[:-1]). A window may overhang the last step."""
+    w = xs.shape[0] - 1
+    r, noise, j = step_maps(start, w, sig, xs[0], key=key, eta=eta)
+    d = call_points(denoiser, xs[:-1], sig[j], key, j)
+    return jnp.concatenate([xs[:1], affine_prefix(xs[0], r, (1.0 - r) * d + noise)]), d
+
+
+def extrapolate(last, d_last, start, count: int, sig, *, key, eta):
+    """First guesses for the `count` states after `last` (the state at step `start`): the sequential steps with the
+    denoiser frozen at its latest value and the true noise, so points entering the window start near the answer
+    (a constant copy of `last` would miss all of the noise still to be added in sde mode). Costs no denoiser call."""
+    r, noise, _ = step_maps(start, count, sig, last, key=key, eta=eta)
+    return affine_prefix(last, r, (1.0 - r) * d_last[None] + noise)
 
 
 def change_ratio(new, old, scale):
@@ -154,7 +164,7 @@ def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picar
 
     def body(state):
         start, it, xs, rounds, bad, acc = state
-        new = picard_round(denoiser, xs, start, sig, key=key, eta=eta)
+        new, d = picard_round(denoiser, xs, start, sig, key=key, eta=eta)
         bad = first_bad_point(new, start, bad)
         scale = jnp.maximum(sig[jnp.minimum(start + idx, k)], floor)
         if picard_tol is None:
@@ -165,13 +175,15 @@ def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picar
             ok = ok.at[0].set(True)
             # the first failing point was computed from converged predecessors: the window restarts there
             stride = jnp.where(jnp.all(ok), w, jnp.maximum(jnp.argmin(ok), 1))
-        # shift the window; points past its end start from the last state
+        # shift the window; points past its old end start from a frozen-denoiser extrapolation of its last state
         stride = stride.astype(jnp.int32)
         src = jnp.minimum(idx + stride, w)
         nxt = new
         if memory:
             nxt, acc = accelerate(new, xs, acc, 1.0 / jnp.square(scale), stride, src, idx + stride > w)
-        return start + stride, it, nxt[src], rounds + 1, bad, acc
+        ahead = jax.lax.cond(stride > 0, lambda: extrapolate(nxt[w], d[w - 1], start + w, w, sig, key=key, eta=eta),
+                             lambda: jnp.zeros_like(nxt[1:]))
+        return start + stride, it, jnp.concatenate([nxt, ahead])[idx + stride], rounds + 1, bad, acc
 
     def accelerate(new, xs, acc, weight, stride, src, entering):
         hist_dx, hist_dr, prev_x, prev_r, fresh = acc
