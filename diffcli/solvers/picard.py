@@ -9,6 +9,9 @@ is exactly the sequential result from the same seed.
 - fixed mode (picard_tol None, the paper's rule): blocks of W steps, picard_iters rounds each;
 - tolerance mode (picard_tol): ParaDiGMS sliding window, which advances to the first point whose change failed
   ||x_new - x_old||^2 / (dim sigma^2) <= tol^2 (every round advances at least one step).
+- points entering the window start from the sequential steps with the denoiser frozen at its latest value and the
+  true noise (no denoiser call), not from a copy of the last state: in sde mode this saves about a fifth of the
+  rounds (benchmarks/bench_solvers.py).
 - picard_anderson M > 0: triangular Anderson acceleration of the round (after ParaTAA, Tang et al. 2024). With
   the Picard map F and residual R = F(X) - X, the next iterate is F(X) - (dX + dR) gamma_j at point j, where
   gamma_j fits R over the points <= j only (so a point never looks at later, less converged points, and converged
