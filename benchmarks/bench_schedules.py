@@ -1,5 +1,6 @@
 """Schedules side by side: LAS (derived rule), AYS, EDM, log-SNR and DDIM vp-leading under the ddpm and euler solvers.
 
+LAS is the default weighted rule; las-j is the rule that minimises J (the path-space KL) exactly.
 Settings (each test has its own ground truth):
 - gaussian: N(0, diag lam), 16 eigenvalues log-spread over [0.05, 2]; the exact KL(data || output) in nats of each
   solver from x_T = sigma_max z, computed in closed form (diffcli.schedules.gaussian). LAS uses the exact mmse curve;
@@ -26,7 +27,7 @@ import jax
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCHEDS = ("las", "ays", "edm", "log-snr", "vp-leading")
+SCHEDS = ("las", "las-j", "ays", "edm", "log-snr", "vp-leading")  # las: the default weighted rule; las-j: min J
 SOLVERS = ("ddpm", "euler")
 LO, HI = 0.002, 80.0
 
@@ -36,6 +37,7 @@ def peer_and_fitted(k: int, curve, klub) -> dict:
     from diffcli.schedules import ays, get_schedule, las
 
     out = {"las": las.fit_las(curve, k, sigma_min=LO, sigma_max=HI)["sigmas"],
+           "las-j": las.fit_las(curve, k, sigma_min=LO, sigma_max=HI, rule="dp")["sigmas"],
            "ays": ays.fit_ays(klub, k, sigma_min=LO, sigma_max=HI)["sigmas"]}
     for name in ("edm", "log-snr", "vp-leading"):
         out[name] = get_schedule(name, k, sigma_min=LO, sigma_max=HI)
