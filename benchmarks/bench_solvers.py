@@ -130,12 +130,16 @@ def plot(rows, dim, ratio, out_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="d=16 only and fewer settings")
+    p.add_argument("--dims", help="comma list of dimensions (default 16,256,1024; quick 16)")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     dims = (16,) if args.quick else (16, 256, 1024)
+    if args.dims:
+        dims = tuple(int(v) for v in args.dims.split(","))
     out_dir = os.path.join(HERE, "results")
     os.makedirs(out_dir, exist_ok=True)
     all_rows, summaries, plots = [], [], []
+    path = os.path.join(out_dir, "solvers_quick.json" if args.quick else "solvers.json")
     for dim in dims:
         for ratio in (2.0, 5.0):
             rows, summary = bench_testbed(dim, ratio, args.quick)
@@ -148,13 +152,15 @@ def main(argv=None):
             print(f"{'solver':20s} {'setting':44s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
             for r in rows:
                 print(f"{r['solver']:20s} {r['setting']:44s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")
-            print(json.dumps(summary))
-    result = dict(benchmark="solvers", quick=args.quick, dtype="float64", batch=BATCH, radius=RADIUS,
-                  sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=platform.machine(), backend=jax.default_backend(),
-                  rows=all_rows, summary=summaries, plots=[os.path.relpath(p, HERE) for p in plots])
-    path = os.path.join(out_dir, "solvers_quick.json" if args.quick else "solvers.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+            print(json.dumps(summary), flush=True)
+            # written after every testbed, so a run cut short keeps what it measured
+            result = dict(benchmark="solvers", quick=args.quick, dtype="float64", batch=BATCH, radius=RADIUS,
+                          sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=platform.machine(),
+                          backend=jax.default_backend(), rows=all_rows, summary=summaries,
+                          plots=[os.path.relpath(p, HERE) for p in plots])
+            with open(path + ".part", "w") as f:
+                json.dump(result, f, indent=1)
+            os.replace(path + ".part", path)
     print(f"\nwrote {path}")
 
 
