@@ -5,6 +5,7 @@ analytical denoiser from the same noise with the same solver and schedule, each 
 is its own), and report MSE ([0,1] clamped) / r2 / seconds per step (a batch_size batch, after a compile warm-up)
 / peak RSS, in the form of GoldDiff's Table 1. The machine's roofline is measured in the same run.
 Usage: python benchmarks/compare_analytic.py [--quick] [--recipe recipes/compare-analytic.toml] [--model FILE]
+       [--datasets 'digits;shapes:res=16,n=1800'] [--num-samples N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def main() -> None:
     p.add_argument("--recipe", default=os.path.join(ROOT, "recipes", "compare-analytic.toml"))
     p.add_argument("--quick", action="store_true", help="a small run (fewer samples, a shorter reference training)")
     p.add_argument("--model", help="reuse this reference model file (skips training)")
+    p.add_argument("--datasets", help="';'-separated list: run only these of the recipe's datasets")
+    p.add_argument("--num-samples", type=int, help="override the recipe's sample count (a cheaper run)")
     p.add_argument("--out", default=os.path.join(RESULTS, "compare_analytic.json"))
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--index", help=argparse.SUPPRESS)
@@ -159,7 +162,12 @@ def main() -> None:
     from roofline import measure
 
     os.makedirs(RESULTS, exist_ok=True)
-    results = [compare_dataset(spec, recipe, args.quick, args.model) for spec in recipe["datasets"]]
+    specs = recipe["datasets"] if not args.datasets else [d for d in recipe["datasets"] if d in args.datasets.split(";")]
+    if not specs:
+        raise SystemExit(f"none of {args.datasets!r} is in the recipe's datasets {recipe['datasets']}")
+    if args.num_samples:
+        recipe["num_samples"] = args.num_samples
+    results = [compare_dataset(spec, recipe, args.quick, args.model) for spec in specs]
     roof = measure(quick=True)
     for r in results:
         print_table(r)
