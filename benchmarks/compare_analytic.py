@@ -5,7 +5,7 @@ analytical denoiser from the same noise with the same solver and schedule, each 
 is its own), and report MSE ([0,1] clamped) / r2 / seconds per step (a batch_size batch, after a compile warm-up)
 / peak RSS, in the form of GoldDiff's Table 1. The machine's roofline is measured in the same run.
 Usage: python benchmarks/compare_analytic.py [--quick] [--recipe recipes/compare-analytic.toml] [--model FILE]
-       [--datasets 'digits;shapes:res=16,n=1800'] [--num-samples N] [--out FILE]
+       [--datasets 'digits;shapes:res=16,n=1800'] [--num-samples N] [--methods a,b] [--out FILE]
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ def main() -> None:
     p.add_argument("--model", help="reuse this reference model file (skips training)")
     p.add_argument("--datasets", help="';'-separated list: run only these of the recipe's datasets")
     p.add_argument("--num-samples", type=int, help="override the recipe's sample count (a cheaper run)")
+    p.add_argument("--methods", help="comma list overriding the recipe's methods")
     p.add_argument("--out", default=os.path.join(RESULTS, "compare_analytic.json"))
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--index", help=argparse.SUPPRESS)
@@ -167,6 +168,8 @@ def main() -> None:
         raise SystemExit(f"none of {args.datasets!r} is in the recipe's datasets {recipe['datasets']}")
     if args.num_samples:
         recipe["num_samples"] = args.num_samples
+    if args.methods:
+        recipe["methods"] = args.methods.split(",")
     results = [compare_dataset(spec, recipe, args.quick, args.model) for spec in specs]
     roof = measure(quick=True)
     for r in results:
