@@ -1,5 +1,5 @@
-"""Sharded empirical search: memory per device and time per call against device count (fake CPU devices), plus a
-written projection for ImageNet-1K unconditional (1.28M images at 64 px) on 1 and 8 GPUs.
+"""Sharded empirical and golden denoisers: memory per device and time per call against device count (fake CPU
+devices), plus a written projection for ImageNet-1K unconditional (1.28M images at 64 px) on 1 and 8 GPUs.
 
 Each device count runs in its own interpreter (XLA_FLAGS must be set before jax is imported). Fake CPU devices
 share this machine's cores, so time per call shows the overhead of sharding (collectives, padding), not a speed-up;
@@ -40,6 +40,26 @@ for arr in (den.chunks, den.half_sqn):
         per_dev[s.device.id] = per_dev.get(s.device.id, 0) + s.data.nbytes
 out = {"devices": jax.device_count(), "seconds": min(times), "compile_s": compile_s,
        "bytes_per_device": max(per_dev.values()), "bytes_real": data.nbytes}
+if a["index"]:  # golden (empirical base, sigma 2: a pool of about half the rows) on a real index
+    from diffcli.denoisers import build_denoiser
+    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.index import open_index
+    idx = open_index(a["index"])
+    gold = build_denoiser("golden-sharded", idx, DenoiserOptions(base="empirical", golden_k_min=a["k_min"],
+                                                                 golden_k_max=a["k_max"]))
+    xg = jnp.asarray(idx.train_data()[: a["b"]].reshape(a["b"], *idx.shape))
+    xg = xg + 2.0 * jax.random.normal(jax.random.PRNGKey(0), xg.shape)
+    keys = jax.random.split(jax.random.PRNGKey(1), a["b"])
+    gcall = eqx.filter_jit(lambda d, x, k: d(x, 2.0, key=k))
+    jax.block_until_ready(gcall(gold, xg, keys))
+    gtimes = []
+    for _ in range(a["repeats"]):
+        t0 = time.perf_counter(); jax.block_until_ready(gcall(gold, xg, keys)); gtimes.append(time.perf_counter() - t0)
+    gdev = {}
+    for arr in jax.tree.leaves(gold.rows):
+        for s in arr.addressable_shards:
+            gdev[s.device.id] = gdev.get(s.device.id, 0) + s.data.nbytes
+    out["golden"] = {"seconds": min(gtimes), "bytes_per_device": max(gdev.values()), "n": idx.n, "dim": idx.dim}
 if a["roofline"]:
     sys.path.insert(0, sys.argv[3])
     from roofline import measure
@@ -97,6 +117,11 @@ def main() -> None:
     cfg = dict(n=4096 if args.quick else 32768, d=256 if args.quick else 768, b=16, chunk=1024,
                repeats=3 if args.quick else 5, quick=args.quick)
     counts = (1, 2, 8) if args.quick else (1, 2, 4, 8)
+    from diffcli.index.build import ensure_index
+
+    spec = f"shapes:res=16,n={cfg['n'] + cfg['n'] // 9 + 1}"  # about cfg n training rows after the held-out split
+    cfg.update(index=str(ensure_index(spec, report=lambda m: print("  " + m, flush=True))), dataset=spec,
+               k_min=cfg["n"] // 64, k_max=cfg["n"] // 32)
     results = []
     for k, devices in enumerate(counts):
         r = run(devices, dict(cfg, roofline=k == 0))
@@ -111,6 +136,14 @@ def main() -> None:
         r.update(gflops=gfs, roof_fraction=gfs / roof["matmul_gflops"])
         print(f"{r['devices']:>7} {r['bytes_per_device'] / 2**20:>10.2f} {1e3 * r['seconds']:>9.2f} {gfs:>8.1f} "
               f"{100 * r['roof_fraction']:>12.1f}%")
+    g0 = results[0]["golden"]
+    print(f"\nsharded golden (empirical base, k {cfg['k_min']}..{cfg['k_max']}, sigma 2), {cfg['dataset']}: "
+          f"N={g0['n']} D={g0['dim']} B={cfg['b']}")
+    print(f"{'devices':>7} {'MB/device':>10} {'ms/call':>9} {'vs 1 device':>11}")
+    for r in results:
+        g = r["golden"]
+        print(f"{r['devices']:>7} {g['bytes_per_device'] / 2**20:>10.2f} {1e3 * g['seconds']:>9.2f} "
+              f"{g['seconds'] / g0['seconds']:>10.2f}x")
     proj = projection(roof["matmul_gflops"], roof["memory_gbs"])
     print("\nprojection: ImageNet-1K unconditional, 1,281,167 x 3x64x64, batch 16, exact empirical denoiser")
     for name, row in proj["rows"].items():
@@ -118,7 +151,7 @@ def main() -> None:
               f"({'fits' if row['fits'] else 'does not fit'}), {row['ms_per_step_b16']:7.2f} ms/step ({row['bound']}-bound)")
     print(f"  this CPU, 1 device (roofline estimate): {proj['this_cpu_ms_per_step_b16'] / 1e3:.1f} s/step")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    out = os.path.join(HERE, "results", "sharded.json")
+    out = os.path.join(HERE, "results", "sharded_quick.json" if args.quick else "sharded.json")
     with open(out, "w") as f:
         json.dump({"config": cfg, "roofline": roof, "results": results, "projection": proj}, f, indent=2)
     print(f"\nwrote {out}")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffcli.denoisers.empirical import EmpiricalDenoiser
-from diffcli.denoisers.golden import build
+from diffcli.denoisers.golden import build, id_uniforms, query_keys
 from diffcli.denoisers.options import DenoiserOptions
 from diffcli.denoisers.pca_local import build as build_pca_local
 from diffcli.denoisers.subset import golden_sizes, tail_bounds, truncation_parts
@@ -106,7 +106,7 @@ def test_golden_matches_float64_subset_softmax(index):
         jax.random.PRNGKey(2), (3, *index.shape))
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
     out = np.asarray(call(gold, x, sig, keys)).reshape(3, -1)
-    flat = gold._keys(keys, jnp.full((3,), sig), 3)
+    flat = query_keys(gold.seed, keys, jnp.full((3,), sig), 3)
     data = index.train_data().astype(np.float64)
     for i in range(3):
         _, diag = one(gold, jnp.asarray(x[i].reshape(-1)), jnp.float32(sig), flat[i])
@@ -169,3 +169,18 @@ def test_coarse_stage_with_all_lists_equals_full_screen(index):
     lists = len(index.coarse["centroids"])
     every = np.asarray(call(build(index, DenoiserOptions(**opts, golden_coarse=True, golden_nprobe=lists)), x, sig))
     np.testing.assert_allclose(every, full, atol=1e-5)  # all lists probed: the same screen
+
+
+def test_pool_draws_are_uniform_and_keyed_by_id():
+    """A row's draw depends on (key, id) only: the same id gives the same draw in any array; draws look uniform."""
+    key = jax.random.PRNGKey(7)
+    ids = jnp.arange(200_000)
+    u = np.asarray(id_uniforms(key, ids))
+    assert 0.0 <= u.min() and u.max() < 1.0
+    hist = np.bincount((u * 20).astype(int), minlength=20) / len(u)
+    np.testing.assert_allclose(hist, 0.05, atol=0.003)  # 20 bins, about 10 standard errors of slack
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01  # neighbouring ids are not correlated
+    pick = jnp.asarray([5, 199_999, 17, 5])
+    np.testing.assert_array_equal(np.asarray(id_uniforms(key, pick)), u[[5, 199_999, 17, 5]])
+    other = np.asarray(id_uniforms(jax.random.PRNGKey(8), ids))
+    assert abs(np.corrcoef(u, other)[0, 1]) < 0.01 and np.mean(u == other) < 1e-3

@@ -9,6 +9,7 @@ DENOISERS = {
     "wiener": "diffcli.denoisers.wiener:build",
     "pca-local": "diffcli.denoisers.pca_local:build",
     "golden": "diffcli.denoisers.golden:build",
+    "golden-sharded": "diffcli.parallel.golden:build",  # index rows sharded over every device
     "els": "diffcli.denoisers.els:build_els",
     "ls": "diffcli.denoisers.els:build_ls",
     "nearest": "diffcli.denoisers.nearest:build",

@@ -57,54 +57,33 @@ class GoldenDenoiser(AbstractDenoiser):
     seed: int = eqx.field(static=True)
 
     # -- stages ------------------------------------------------------------------------------------------------
-    def _keys(self, key, sigma, b):
-        if key is None:
-            key = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(self.seed), i))(jnp.arange(b))
-        # a new pool at every step even when the solver hands the same per-sample key to each call
-        tag = jax.lax.bitcast_convert_type(sigma.astype(jnp.float32), jnp.uint32)
-        return jax.vmap(jax.random.fold_in)(key, tag)
-
     def _screen(self, q, p_keep, key):
         """Proxy screen of one query: (candidate ids [K], proxy distances [K], lower bound for the rest)."""
         kk = self.k_max
         if self.coarse is None:
             ids = jnp.arange(self.n)
-            dp = 2.0 * (self.half_psq - self.proxy @ q) + q @ q
-            inpool = jax.random.uniform(key, (self.n,)) < p_keep
+            inpool = id_uniforms(key, ids) < p_keep
+            dp = proxy_distances(self.proxy, self.half_psq, q)
             floor_rest = jnp.float32(jnp.inf)
         else:
             c = self.coarse
-            dc = jnp.sum(jnp.square(c.search.centroids - q[None, :]), axis=1)
-            _, probed = jax.lax.top_k(-dc, c.search.nprobe)
-            members = c.search.ids[probed].reshape(-1)
+            probed, floor_rest = probe(c, q)
             k_pool, k_off = jax.random.split(key)
-            start = jax.random.randint(k_off, (), 0, self.n)
-            extra = c.perm[(start + jnp.arange(kk)) % self.n]
-            # extras already in a probed piece are dropped, so no id appears twice
-            extra_ok = ~jnp.any(c.piece_of[extra][:, None] == probed[None, :], axis=1)
-            ids = jnp.concatenate([members, extra])
-            inpool = jnp.concatenate([(members >= 0) & (jax.random.uniform(k_pool, members.shape) < p_keep),
-                                      extra_ok])
-            ids = jnp.maximum(ids, 0)
-            dp = 2.0 * (self.half_psq[ids] - self.proxy[ids] @ q) + q @ q
-            # triangle inequality: no member of an unprobed piece is nearer than (|q - c| - r)^2
-            unprobed = jnp.ones_like(dc, bool).at[probed].set(False)
-            gap = jnp.maximum(jnp.sqrt(jnp.maximum(dc, 0.0)) - c.radius, 0.0)
-            floor_rest = jnp.min(jnp.where(unprobed, jnp.square(gap), jnp.inf))
-        dp = jnp.where(inpool, jnp.maximum(dp, 0.0), jnp.inf)
+            members = c.search.ids[probed].reshape(-1)
+            extra, extra_ok = random_extras(c, k_off, self.n, kk, probed)
+            ids = jnp.maximum(jnp.concatenate([members, extra]), 0)
+            inpool = jnp.concatenate([(members >= 0) & (id_uniforms(k_pool, members) < p_keep), extra_ok])
+            dp = proxy_distances(self.proxy[ids], self.half_psq[ids], q)
+        dp = jnp.where(inpool, dp, jnp.inf)
         take = min(kk + 1, dp.shape[0])
         neg, pos = jax.lax.top_k(-dp, take)
         if take > kk:  # the (K+1)-th screened distance bounds everything the screen left out
             floor_rest = jnp.minimum(floor_rest, -neg[kk])
-        full_pool = p_keep >= 1.0
-        floor = jnp.where(full_pool, self.proxy_scale2 * floor_rest, 0.0)
-        return ids[pos[:kk]], -neg[:kk], floor
+        return ids[pos[:kk]], -neg[:kk], screen_floor(self, floor_rest, p_keep)
 
     def _one(self, x, sigma, key, cls: int = 0):
         """Golden subset and denoised value of one query x [D] (mask width class `cls`); returns (x0, diagnostics)."""
-        m_t, k_t = golden_sizes(sigma, self.n, self.k_min, self.k_max)
-        # the tolerance mode scans the whole set, since only a complete screen certifies what it leaves out
-        p_keep = m_t.astype(jnp.float32) / self.n if self.tol is None else jnp.float32(1.0)
+        m_t, k_t, p_keep = pool_and_size(self, sigma)
         q = self.proxy_map(x[None, :])[0]
         cand, dprox, floor = self._screen(q, p_keep, key)
         ok = jnp.isfinite(dprox)
@@ -112,11 +91,7 @@ class GoldenDenoiser(AbstractDenoiser):
         d = jnp.where(ok, jnp.sum(jnp.square(rows - x[None, :]), axis=1), jnp.inf)
         neg, order = jax.lax.top_k(-d, self.k_max)
         d_sorted, ids, rows = -neg, cand[order], rows[order]
-        n_ok = jnp.sum(jnp.isfinite(d_sorted))
-        bounds = tail_bounds(d_sorted, floor, self.n, sigma)
-        if self.tol is not None:
-            k_t = smallest_k_for_tol(bounds, self.k_min, self.tol, self.k_max)
-        k_t = jnp.maximum(jnp.minimum(k_t, n_ok), 1)
+        k_t, bounds = subset_size(self, d_sorted, floor, sigma, k_t)
         keep = jnp.arange(self.k_max) < k_t
         x0 = self._base(x, sigma, rows, d_sorted, keep, cls)
         retrieved = tail_bounds(d_sorted, jnp.float32(jnp.inf), self.n, sigma)  # the spec's formula, candidates only
@@ -130,36 +105,12 @@ class GoldenDenoiser(AbstractDenoiser):
             logits = jnp.where(keep, -(d_sorted - d_sorted[0]) * inv2var, -jnp.inf)
             return jax.nn.softmax(logits) @ rows
         nbr, valid = self.masks.lists(self.masks.band(sigma[None])[0], cls)
-        chunk = rows_per_chunk(rows.shape[1], self.masks.widths[cls], self._sub_batch(rows.shape[1]), self.k_max)
+        chunk = rows_per_chunk(rows.shape[1], self.masks.widths[cls], sub_batch(self, rows.shape[1]), self.k_max)
         return masked_posterior_mean(x, rows, keep, nbr, valid, inv2var, chunk)
-
-    def _map(self, fn, x, sigma, key):
-        """fn(query, sigma, key, cls) over the batch: a sequential map of vmapped sub-batches.
-
-        The mask width class is chosen once for the batch (the widest any sample needs) and switched on outside the
-        map: a switch inside a vmapped body would run every branch.
-        """
-        flat = flatten(x).astype(jnp.float32)
-        b = flat.shape[0]
-        s = batch_sigma(sigma, b)
-        keys = self._keys(key, s, b)
-        sub = min(b, self._sub_batch(flat.shape[1]))
-
-        def run(cls: int):
-            return lambda _: jax.lax.map(lambda a: fn(*a, cls), (flat, s, keys), batch_size=sub)
-
-        if self.masks is None:
-            return run(0)(None)
-        cls = jnp.max(self.masks.band_class[self.masks.band(s)])
-        return jax.lax.switch(cls, [run(c) for c in range(len(self.masks.widths))], None)
-
-    def _sub_batch(self, dim: int) -> int:
-        """Queries vmapped together inside the sequential map, so their gathered rows fit ROWS_BUDGET."""
-        return int(max(1, min(MAX_SUB_BATCH, ROWS_BUDGET // max(self.k_max * dim, 1))))
 
     # -- contract -----------------------------------------------------------------------------------------------
     def __call__(self, x, sigma, *, key=None):
-        x0, _ = self._map(self._one, x, sigma, key)
+        x0, _ = map_queries(self, self._one, x, sigma, key)
         return x0.reshape(x.shape)
 
     def diagnose(self, x, sigma, *, key=None):
@@ -170,7 +121,7 @@ class GoldenDenoiser(AbstractDenoiser):
             diag["tail_mass"] = self._tail_mass(xq, s, diag.pop("ids"))
             return 0.0, diag
 
-        _, diag = self._map(one, x, sigma, key)
+        _, diag = map_queries(self, one, x, sigma, key)
         return diag
 
     def _tail_mass(self, x, sigma, ids):
@@ -183,6 +134,110 @@ class GoldenDenoiser(AbstractDenoiser):
         log_in = jax.nn.logsumexp(jnp.where(inside & real, logit, -jnp.inf))
         log_out = jax.nn.logsumexp(jnp.where(~inside & real, logit, -jnp.inf))
         return jnp.exp(log_out - jnp.logaddexp(log_in, log_out))
+
+
+# -- per-query pieces shared with the sharded golden (parallel/golden.py); `den` is either denoiser --------------
+def id_uniforms(key, ids):
+    """Uniform [0, 1) draws, one per global row id: a counter-based hash of (key, id), so a row's pool membership is
+    the same whatever array, list piece or device holds it (the sharded golden relies on this)."""
+    kd = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    h = _mix32(ids.astype(jnp.uint32) * jnp.uint32(0x9E3779B1) ^ kd[0].astype(jnp.uint32))
+    h = _mix32(h ^ kd[1].astype(jnp.uint32))
+    return (h >> 8).astype(jnp.float32) * jnp.float32(2.0 ** -24)
+
+
+def _mix32(h):
+    """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability about 1/2."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def proxy_distances(proxy_rows, half_psq, q):
+    """||q - P(x_n)||^2 of rows [M, d] with half squared norms [M] (+inf rows stay +inf)."""
+    return jnp.maximum(2.0 * (half_psq - proxy_rows @ q) + q @ q, 0.0)
+
+
+def probe(coarse: Coarse, q):
+    """(probed pieces [nprobe], lower bound on the proxy distance of every member of an unprobed piece).
+
+    Triangle inequality: no member of a piece with centroid c and radius r is nearer than (|q - c| - r)^2.
+    """
+    dc = jnp.sum(jnp.square(coarse.search.centroids - q[None, :]), axis=1)
+    _, probed = jax.lax.top_k(-dc, coarse.search.nprobe)
+    unprobed = jnp.ones_like(dc, bool).at[probed].set(False)
+    gap = jnp.maximum(jnp.sqrt(jnp.maximum(dc, 0.0)) - coarse.radius, 0.0)
+    return probed, jnp.min(jnp.where(unprobed, jnp.square(gap), jnp.inf))
+
+
+def random_extras(coarse: Coarse, key, n: int, count: int, probed):
+    """`count` ids from a random window of the fixed permutation (the high-noise pool), and which may be used:
+    those already in a probed piece are dropped, so no id is a candidate twice."""
+    start = jax.random.randint(key, (), 0, n)
+    extra = coarse.perm[(start + jnp.arange(count)) % n]
+    return extra, ~jnp.any(coarse.piece_of[extra][:, None] == probed[None, :], axis=1)
+
+
+def screen_floor(den, floor_rest, p_keep):
+    """Full-resolution lower bound for every row the screen left out; only a complete screen (no random pool)
+    certifies anything, and the proxy bound scales by proxy_scale2."""
+    return jnp.where(p_keep >= 1.0, den.proxy_scale2 * floor_rest, 0.0)
+
+
+def pool_and_size(den, sigma):
+    """(m_t, k_t, pool probability) of one query; the tolerance mode screens the whole set, since only a complete
+    screen certifies what it leaves out."""
+    m_t, k_t = golden_sizes(sigma, den.n, den.k_min, den.k_max)
+    p_keep = m_t.astype(jnp.float32) / den.n if den.tol is None else jnp.float32(1.0)
+    return m_t, k_t, p_keep
+
+
+def subset_size(den, d_sorted, floor, sigma, k_t):
+    """(k actually used, certified bounds [K]) from the ascending exact candidate distances d_sorted [K]."""
+    n_ok = jnp.sum(jnp.isfinite(d_sorted))
+    bounds = tail_bounds(d_sorted, floor, den.n, sigma)
+    if den.tol is not None:
+        k_t = smallest_k_for_tol(bounds, den.k_min, den.tol, den.k_max)
+    return jnp.maximum(jnp.minimum(k_t, n_ok), 1), bounds
+
+
+def query_keys(seed: int, key, sigma, b: int):
+    """One key per query and step: a new pool at every step even when the solver hands the same per-sample key."""
+    if key is None:
+        key = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(b))
+    tag = jax.lax.bitcast_convert_type(sigma.astype(jnp.float32), jnp.uint32)
+    return jax.vmap(jax.random.fold_in)(key, tag)
+
+
+def sub_batch(den, dim: int) -> int:
+    """Queries vmapped together inside the sequential map, so their gathered rows fit ROWS_BUDGET."""
+    return int(max(1, min(MAX_SUB_BATCH, ROWS_BUDGET // max(den.k_max * dim, 1))))
+
+
+def map_queries(den, fn, x, sigma, key):
+    """fn(query, sigma, key, cls) over the batch x [B, ...]: see map_flat."""
+    flat = flatten(x).astype(jnp.float32)
+    s = batch_sigma(sigma, flat.shape[0])
+    return map_flat(den, fn, flat, s, query_keys(den.seed, key, s, flat.shape[0]))
+
+
+def map_flat(den, fn, flat, s, keys):
+    """fn over queries flat [B, D] with sigmas [B] and per-step keys [B]: a sequential map of vmapped sub-batches.
+
+    The mask width class is chosen once for the batch (the widest any sample needs) and switched on outside the
+    map: a switch inside a vmapped body would run every branch.
+    """
+    sub = min(flat.shape[0], sub_batch(den, flat.shape[1]))
+
+    def run(cls: int):
+        return lambda _: jax.lax.map(lambda a: fn(*a, cls), (flat, s, keys), batch_size=sub)
+
+    if den.masks is None:
+        return run(0)(None)
+    cls = jnp.max(den.masks.band_class[den.masks.band(s)])
+    return jax.lax.switch(cls, [run(c) for c in range(len(den.masks.widths))], None)
 
 
 def proxy_scale2(pmap: ProxyMap) -> float:
@@ -207,7 +262,8 @@ def build_coarse_stage(index, proxy: np.ndarray, nprobe, seed: int) -> Coarse:
     return Coarse(search, jnp.asarray(piece_of), jnp.asarray(radius * (1 + 1e-5) + 1e-6), jnp.asarray(perm))
 
 
-def build(index, opts) -> GoldenDenoiser:
+def golden_parts(index, opts) -> tuple[dict, dict]:
+    """(row arrays as NumPy: data [N, D], proxy [N, d], half_psq [N]; everything else a golden denoiser holds)."""
     if opts.base not in BASES:
         raise UsageError(f"unknown golden base '{opts.base}'; choose from: {', '.join(BASES)}.")
     n = index.n
@@ -220,15 +276,11 @@ def build(index, opts) -> GoldenDenoiser:
     k_min, k_max = check_sizes(int(k_min), int(k_max), n)
     if opts.golden_tol is not None and not 0.0 < float(opts.golden_tol) < 1.0:
         raise UsageError(f"--golden-tol must lie strictly between 0 and 1 (got {opts.golden_tol}).")
-    data = index.train_data()
-    padded = np.zeros((-(-n // DIAG_CHUNK) * DIAG_CHUNK, data.shape[1]), np.float32)
-    padded[:n] = data
     proxy = np.asarray(index.proxy, np.float32)
     pmap = index_proxy_map(index)
-    return GoldenDenoiser(
-        data=jnp.asarray(padded),
-        proxy=jnp.asarray(proxy),
-        half_psq=jnp.asarray(0.5 * np.einsum("ij,ij->i", proxy, proxy)),
+    rows = {"data": np.asarray(index.train_data(), np.float32), "proxy": proxy,
+            "half_psq": (0.5 * np.einsum("ij,ij->i", proxy, proxy)).astype(np.float32)}
+    rest = dict(
         proxy_map=pmap,
         masks=masks_for(index, opts) if opts.base == "pca-local" else None,
         coarse=build_coarse_stage(index, proxy, opts.golden_nprobe, opts.seed) if opts.golden_coarse else None,
@@ -238,3 +290,13 @@ def build(index, opts) -> GoldenDenoiser:
         base=opts.base,
         seed=int(opts.seed),
     )
+    return rows, rest
+
+
+def build(index, opts) -> GoldenDenoiser:
+    rows, rest = golden_parts(index, opts)
+    n, dim = rows["data"].shape
+    padded = np.zeros((-(-n // DIAG_CHUNK) * DIAG_CHUNK, dim), np.float32)
+    padded[:n] = rows["data"]
+    return GoldenDenoiser(data=jnp.asarray(padded), proxy=jnp.asarray(rows["proxy"]),
+                          half_psq=jnp.asarray(rows["half_psq"]), **rest)

@@ -57,6 +57,15 @@ def valid_weights(count, width: int):
 
 def masked_posterior_mean(x, rows, row_ok, nbr, valid, inv2var, chunk: int):
     """One query's per-pixel masked posterior mean over rows [K, D] (streamed in chunks of `chunk` rows)."""
+    p = masked_partials(x, rows, row_ok, nbr, valid, inv2var, chunk)
+    return p.acc / p.s
+
+
+def masked_partials(x, rows, row_ok, nbr, valid, inv2var, chunk: int, axis: str | None = None) -> PixelPartials:
+    """One query's per-pixel partials over rows [K, D] (streamed in chunks of `chunk` rows).
+
+    `axis`: the mesh axis when called inside shard_map on one device's rows (the carry then varies over it).
+    """
     k, dim = rows.shape
     chunk = max(1, min(chunk, k))
     pad = -(-k // chunk) * chunk - k
@@ -66,8 +75,11 @@ def masked_posterior_mean(x, rows, row_ok, nbr, valid, inv2var, chunk: int):
     def body(p, c):
         return masked_update(p, x, c[0], c[1], nbr, valid, inv2var), None
 
-    p, _ = jax.lax.scan(body, empty_pixel_partials(dim), (rows, row_ok))
-    return p.acc / p.s
+    init = empty_pixel_partials(dim)
+    if axis is not None:
+        init = jax.tree.map(lambda a: jax.lax.pcast(a, (axis,), to="varying"), init)
+    p, _ = jax.lax.scan(body, init, (rows, row_ok))
+    return p
 
 
 def rows_per_chunk(dim: int, width: int, batch: int = 1, cap: int | None = None) -> int:

@@ -69,7 +69,7 @@ def layout_rows(rows: np.ndarray, geom: ShardGeometry, first_row: int = 0, parts
     return padded.reshape(k, geom.chunk, -1), half.reshape(k, geom.chunk)
 
 
-def _safe_accumulate(p: Partials, logits, xs) -> Partials:
+def safe_accumulate(p: Partials, logits, xs) -> Partials:
     """Online softmax step that stays finite when every row seen so far is padding (max = -inf)."""
     m_new = jnp.maximum(p.m, logits.max(axis=1))
     ref = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
@@ -88,7 +88,7 @@ def local_partials(x, chunks, half_sqn, inv_var, axis: str | None = None) -> Par
 
     def body(p, c):
         xs, hs = c
-        return _safe_accumulate(p, chunk_logits(x, xs, hs, inv_var), xs), None
+        return safe_accumulate(p, chunk_logits(x, xs, hs, inv_var), xs), None
 
     p, _ = jax.lax.scan(body, init, (chunks, half_sqn))
     return p
@@ -112,9 +112,21 @@ def posterior_mean_fn(mesh):
 
 
 def merge_top_k(scores, ids, k: int):
-    """Global top-k (largest scores) of candidate lists [B, M] with their global ids; ties go to the earlier column."""
+    """Global top-k (largest scores) of candidate lists [..., M] with their global ids; ties go to the earlier column."""
     best, pos = jax.lax.top_k(scores, k)
-    return best, jnp.take_along_axis(ids, pos, axis=1)
+    return best, jnp.take_along_axis(ids, pos, axis=-1)
+
+
+def global_top_k(scores, ids, k: int, axis: str = AXIS):
+    """Inside shard_map: every device's candidates [..., M] with global ids -> the k best over all devices [..., k].
+
+    Candidates are gathered device by device, so among equal scores the earlier device (lower ids) wins.
+    """
+    # [parts, ..., M] -> [..., parts * M]
+    every = jnp.moveaxis(jax.lax.all_gather(scores, axis, to="invarying"), 0, -2)
+    every_ids = jnp.moveaxis(jax.lax.all_gather(ids, axis, to="invarying"), 0, -2)
+    flat = every.reshape(*every.shape[:-2], -1)
+    return merge_top_k(flat, every_ids.reshape(flat.shape), k)
 
 
 def top_k_fn(mesh, k: int, rows_per_part: int):
@@ -130,13 +142,7 @@ def top_k_fn(mesh, k: int, rows_per_part: int):
         score = a[:, None] * (q @ rows.T) - jnp.square(a)[:, None] * half[None, :]
         best, pos = jax.lax.top_k(score, k_local)
         gid = pos + jax.lax.axis_index(AXIS) * rows_per_part
-        # [parts, B, k_local] -> [B, parts * k_local], devices in order so earlier ids come first among ties.
-        all_best = jax.lax.all_gather(best, AXIS, to="invarying")
-        all_ids = jax.lax.all_gather(gid, AXIS, to="invarying")
-        b = q.shape[0]
-        cand = jnp.moveaxis(all_best, 0, 1).reshape(b, -1)
-        cand_ids = jnp.moveaxis(all_ids, 0, 1).reshape(b, -1)
-        top, ids = merge_top_k(cand, cand_ids, k)
+        top, ids = global_top_k(best, gid, k)
         d2 = jnp.maximum(jnp.sum(q * q, axis=1)[:, None] - 2.0 * top, 0.0)
         return d2, ids
 
