@@ -24,14 +24,25 @@ from jax.sharding import PartitionSpec as P
 
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
 from diffcli.denoisers.empirical import Partials
-from diffcli.denoisers.golden import (Coarse, golden_parts, id_uniforms, map_flat, pool_and_size, probe,
-                                      proxy_distances, query_keys, random_extras, screen_floor, sub_batch,
-                                      subset_size)
+from diffcli.denoisers.golden import (
+    Coarse,
+    golden_parts,
+    id_uniforms,
+    map_flat,
+    pool_and_size,
+    probe,
+    proxy_distances,
+    query_keys,
+    random_extras,
+    screen_floor,
+    sub_batch,
+    subset_size,
+)
 from diffcli.denoisers.pca_local import PixelMasks, masked_partials, rows_per_chunk
 from diffcli.index.proxy import ProxyMap
 from diffcli.parallel.denoiser import put_rows
 from diffcli.parallel.mesh import AXIS, pad_rows, row_mesh
-from diffcli.parallel.search import safe_accumulate, global_top_k, merge_across
+from diffcli.parallel.search import global_top_k, merge_across, safe_accumulate
 
 
 class RowShard(eqx.Module):
