@@ -37,6 +37,10 @@ class Coarse(eqx.Module):
     piece_of: jax.Array  # [N] int32
     radius: jax.Array  # [P] max proxy distance of a piece's members to its centroid
     perm: jax.Array  # [N] a fixed random permutation: a random window of it is the high-noise pool
+    # each piece's member proxies stored together (inverted-file layout), so a probe reads nprobe contiguous blocks
+    # instead of gathering scattered rows from the whole proxy array
+    piece_proxy: jax.Array  # [P, L, d], zero padding
+    piece_half: jax.Array  # [P, L] ||P(x_n)||^2 / 2, +inf padding
 
 
 class GoldenDenoiser(AbstractDenoiser):
@@ -73,7 +77,9 @@ class GoldenDenoiser(AbstractDenoiser):
             extra, extra_ok = random_extras(c, k_off, self.n, kk, probed)
             ids = jnp.maximum(jnp.concatenate([members, extra]), 0)
             inpool = jnp.concatenate([(members >= 0) & (id_uniforms(k_pool, members) < p_keep), extra_ok])
-            dp = proxy_distances(self.proxy[ids], self.half_psq[ids], q)
+            dp = jnp.concatenate([
+                proxy_distances(c.piece_proxy[probed].reshape(-1, q.shape[0]), c.piece_half[probed].reshape(-1), q),
+                proxy_distances(self.proxy[extra], self.half_psq[extra], q)])
         dp = jnp.where(inpool, dp, jnp.inf)
         take = min(kk + 1, dp.shape[0])
         neg, pos = jax.lax.top_k(-dp, take)
@@ -259,7 +265,10 @@ def build_coarse_stage(index, proxy: np.ndarray, nprobe, seed: int) -> Coarse:
         if len(row):
             radius[p] = np.sqrt(np.max(np.sum((proxy[row] - cents[p]) ** 2, axis=1)))
     perm = np.random.default_rng(seed).permutation(len(proxy)).astype(np.int32)
-    return Coarse(search, jnp.asarray(piece_of), jnp.asarray(radius * (1 + 1e-5) + 1e-6), jnp.asarray(perm))
+    piece_proxy = np.where((ids >= 0)[..., None], proxy[np.maximum(ids, 0)], 0.0).astype(np.float32)
+    piece_half = np.where(ids >= 0, 0.5 * np.einsum("pld,pld->pl", piece_proxy, piece_proxy), np.inf)
+    return Coarse(search, jnp.asarray(piece_of), jnp.asarray(radius * (1 + 1e-5) + 1e-6), jnp.asarray(perm),
+                  jnp.asarray(piece_proxy), jnp.asarray(piece_half.astype(np.float32)))
 
 
 def golden_parts(index, opts) -> tuple[dict, dict]:
