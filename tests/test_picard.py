@@ -66,13 +66,18 @@ def sequential_path(den, x_t, sig, keys, eta):
     return xs
 
 
+def with_sequential(mode, steps):
+    """(GMM denoiser, x_T, sigmas, keys, the sequential sample of `mode` from that noise); call under x64()."""
+    den = gmm_denoiser()
+    x_t, sig, keys = start(steps=steps)
+    return den, x_t, sig, keys, np.asarray(get_solver(SEQUENTIAL[mode])(den, x_t, sig, key=keys).x0)
+
+
 @pytest.mark.parametrize("mode", ["sde", "ode"])
 def test_reproduces_sequential(mode):
     """Window 1, blocks with as many rounds as steps, and a tiny tolerance all give the sequential sample."""
     with x64():
-        den = gmm_denoiser()
-        x_t, sig, keys = start(steps=8)
-        seq = np.asarray(get_solver(SEQUENTIAL[mode])(den, x_t, sig, key=keys).x0)
+        den, x_t, sig, keys, seq = with_sequential(mode, steps=8)
         for opts in (dict(picard_window=1), dict(picard_blocks=2, picard_iters=4), dict(picard_tol=1e-9, picard_window=3)):
             out = picard(den, x_t, sig, key=keys, picard_mode=mode, **opts)
             np.testing.assert_allclose(np.asarray(out.x0), seq, rtol=0, atol=1e-9, err_msg=str(opts))
@@ -180,9 +185,7 @@ def test_anderson_update_is_triangular_and_plain_without_history():
 @pytest.mark.parametrize("mode", ["sde", "ode"])
 def test_anderson_keeps_the_fixed_point(mode):
     with x64():
-        den = gmm_denoiser()
-        x_t, sig, keys = start(steps=60)
-        seq = np.asarray(get_solver(SEQUENTIAL[mode])(den, x_t, sig, key=keys).x0)
+        den, x_t, sig, keys, seq = with_sequential(mode, steps=60)
         tight = picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=1e-9, picard_window=32, picard_anderson=2)
         one = picard(den, x_t, sig, key=keys, picard_mode=mode, picard_window=1, picard_anderson=2)
     rel = [rel_err(o.x0, seq) for o in (tight, one)]
