@@ -42,6 +42,10 @@ WORKER = textwrap.dedent(
         den = build_denoiser("golden-sharded", index, opts)
         out[name] = np.asarray(call(den, x, sig, keys))
         meta[name] = sorted({tuple(s.data.shape) for s in den.rows.data.addressable_shards})
+        # the coarse stage's member proxies live in the row shards, never replicated on every device
+        assert den.coarse is None or den.coarse.piece_proxy is None
+        if den.rows.piece_proxy is not None:
+            assert den.rows.piece_proxy.shape[0] == args["devices"] * len(den.coarse.radius)
         if args["devices"] == 1:
             out[name + "/one-device"] = np.asarray(call(build_denoiser("golden", index, opts), x, sig, keys))
     np.savez(args["out"], **out)

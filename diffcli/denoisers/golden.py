@@ -38,9 +38,10 @@ class Coarse(eqx.Module):
     radius: jax.Array  # [P] max proxy distance of a piece's members to its centroid
     perm: jax.Array  # [N] a fixed random permutation: a random window of it is the high-noise pool
     # each piece's member proxies stored together (inverted-file layout), so a probe reads nprobe contiguous blocks
-    # instead of gathering scattered rows from the whole proxy array
-    piece_proxy: jax.Array  # [P, L, d], zero padding
-    piece_half: jax.Array  # [P, L] ||P(x_n)||^2 / 2, +inf padding
+    # instead of gathering scattered rows from the whole proxy array (None in the sharded golden: each device holds
+    # its own members' block)
+    piece_proxy: jax.Array | None  # [P, L, d], zero padding
+    piece_half: jax.Array | None  # [P, L] ||P(x_n)||^2 / 2, +inf padding
 
 
 class GoldenDenoiser(AbstractDenoiser):
@@ -265,10 +266,17 @@ def build_coarse_stage(index, proxy: np.ndarray, nprobe, seed: int) -> Coarse:
         if len(row):
             radius[p] = np.sqrt(np.max(np.sum((proxy[row] - cents[p]) ** 2, axis=1)))
     perm = np.random.default_rng(seed).permutation(len(proxy)).astype(np.int32)
-    piece_proxy = np.where((ids >= 0)[..., None], proxy[np.maximum(ids, 0)], 0.0).astype(np.float32)
-    piece_half = np.where(ids >= 0, 0.5 * np.einsum("pld,pld->pl", piece_proxy, piece_proxy), np.inf)
+    piece_proxy, piece_half = piece_blocks(proxy, ids)
     return Coarse(search, jnp.asarray(piece_of), jnp.asarray(radius * (1 + 1e-5) + 1e-6), jnp.asarray(perm),
-                  jnp.asarray(piece_proxy), jnp.asarray(piece_half.astype(np.float32)))
+                  jnp.asarray(piece_proxy), jnp.asarray(piece_half))
+
+
+def piece_blocks(proxy: np.ndarray, ids: np.ndarray):
+    """Member proxies of each piece [P, L, d] (zero padding) and their half squared norms [P, L] (+inf padding),
+    from member lists ids [P, L] of rows of `proxy` (-1 padding)."""
+    blocks = np.where((ids >= 0)[..., None], proxy[np.maximum(ids, 0)], 0.0).astype(np.float32)
+    half = np.where(ids >= 0, 0.5 * np.einsum("pld,pld->pl", blocks, blocks), np.inf)
+    return blocks, half.astype(np.float32)
 
 
 def golden_parts(index, opts) -> tuple[dict, dict]:

@@ -15,6 +15,8 @@ rounding (ties between exactly equal distances aside).
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,7 @@ from diffcli.denoisers.golden import (
     golden_parts,
     id_uniforms,
     map_flat,
+    piece_blocks,
     pool_and_size,
     probe,
     proxy_distances,
@@ -52,6 +55,8 @@ class RowShard(eqx.Module):
     proxy: jax.Array  # [N_pad, d]
     half_psq: jax.Array  # [N_pad], +inf on padding so a padding row is never screened in
     lists: jax.Array | None  # [parts * P, L]: each device's members of each list piece, as local row positions
+    piece_proxy: jax.Array | None  # [parts * P, L, d]: those members' proxies, stored together (zero padding)
+    piece_half: jax.Array | None  # [parts * P, L]: their half squared norms (+inf padding)
 
 
 class ShardedGoldenDenoiser(AbstractDenoiser):
@@ -75,7 +80,7 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         flat = flatten(x).astype(jnp.float32)
         s = batch_sigma(sigma, flat.shape[0])
         keys = query_keys(self.seed, key, s, flat.shape[0])
-        shard_spec = RowShard(P(AXIS), P(AXIS), P(AXIS), None if self.rows.lists is None else P(AXIS))
+        shard_spec = jax.tree.map(lambda _: P(AXIS), self.rows)
 
         def per_device(flat, s, keys, shard):
             return map_flat(self, lambda *a: self._one(shard, *a), flat, s, keys)
@@ -125,7 +130,10 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         extra_ok = extra_ok & (extra >= 0) & (extra < self.rows_per_part)  # extras held by this device only
         inpool = jnp.concatenate([(members >= 0) & (id_uniforms(k_pool, offset + members) < p_keep), extra_ok])
         pos = jnp.clip(jnp.concatenate([members, extra]), 0, self.rows_per_part - 1)
-        dp = proxy_distances(shard.proxy[pos], shard.half_psq[pos], q)
+        extra_pos = pos[members.shape[0]:]
+        dp = jnp.concatenate([
+            proxy_distances(shard.piece_proxy[probed].reshape(-1, q.shape[0]), shard.piece_half[probed].reshape(-1), q),
+            proxy_distances(shard.proxy[extra_pos], shard.half_psq[extra_pos], q)])
         return pos, jnp.where(inpool, dp, jnp.inf), floor_rest
 
     def _merged_base(self, x, sigma, rows, d_rel, keep, cls: int):
@@ -172,12 +180,17 @@ def shard_golden(rows: dict, rest: dict, mesh: Mesh) -> ShardedGoldenDenoiser:
     n = len(rows["data"])
     rpp = -(-n // mesh.size)
     total = rpp * mesh.size
-    coarse = rest["coarse"]
-    lists = None
+    proxy = pad_rows(rows["proxy"], total)
+    coarse, pieces = rest["coarse"], (None, None, None)
     if coarse is not None:
-        lists = put_rows(mesh, local_lists(np.asarray(coarse.search.ids), mesh.size, rpp))
-    shard = RowShard(put_rows(mesh, pad_rows(rows["data"], total)), put_rows(mesh, pad_rows(rows["proxy"], total)),
-                     put_rows(mesh, pad_rows(rows["half_psq"], total, fill=np.inf)), lists)
+        lists = local_lists(np.asarray(coarse.search.ids), mesh.size, rpp)
+        # each device's pieces hold its own rows: shift local positions to rows of the padded global array
+        first = np.repeat(np.arange(mesh.size) * rpp, len(lists) // mesh.size)[:, None]
+        blocks, half = piece_blocks(proxy, np.where(lists >= 0, lists + first, -1))
+        pieces = tuple(put_rows(mesh, a) for a in (lists, blocks, half))
+        rest = dict(rest, coarse=dataclasses.replace(coarse, piece_proxy=None, piece_half=None))
+    shard = RowShard(put_rows(mesh, pad_rows(rows["data"], total)), put_rows(mesh, proxy),
+                     put_rows(mesh, pad_rows(rows["half_psq"], total, fill=np.inf)), *pieces)
     return ShardedGoldenDenoiser(rows=shard, rows_per_part=rpp, mesh=mesh, **rest)
 
 
