@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffcli.denoisers.empirical import EmpiricalDenoiser
-from diffcli.denoisers.golden import build, id_uniforms, query_keys
+from diffcli.denoisers.golden import build, id_uniforms, piece_distances, proxy_distances, query_keys
 from diffcli.denoisers.options import DenoiserOptions
 from diffcli.denoisers.pca_local import build as build_pca_local
 from diffcli.denoisers.subset import golden_sizes, tail_bounds, truncation_parts
@@ -169,6 +169,19 @@ def test_coarse_stage_with_all_lists_equals_full_screen(index):
     lists = len(index.coarse["centroids"])
     every = np.asarray(call(build(index, DenoiserOptions(**opts, golden_coarse=True, golden_nprobe=lists)), x, sig))
     np.testing.assert_allclose(every, full, atol=1e-5)  # all lists probed: the same screen
+
+
+def test_piece_distances_match_the_rows_of_the_probed_pieces(index):
+    """The probe's feature-major blocks give the same distances as the gathered proxy rows; padding is +inf."""
+    den = build(index, DenoiserOptions(base="empirical", golden_k_min=10, golden_k_max=30, golden_coarse=True))
+    c, q = den.coarse, den.proxy[3] + 0.1
+    probed = jnp.asarray([2, 0, 2])
+    members = np.asarray(c.search.ids[probed]).reshape(-1)
+    got = np.asarray(piece_distances(c.piece_proxy, c.piece_half, probed, q))
+    ok = members >= 0
+    want = np.asarray(proxy_distances(den.proxy[members[ok]], den.half_psq[members[ok]], q))
+    np.testing.assert_allclose(got[ok], want, rtol=1e-5, atol=1e-5)
+    assert np.all(np.isinf(got[~ok]))
 
 
 def test_pool_draws_are_uniform_and_keyed_by_id():

@@ -32,6 +32,7 @@ from diffcli.denoisers.golden import (
     id_uniforms,
     map_flat,
     piece_blocks,
+    piece_distances,
     pool_and_size,
     probe,
     proxy_distances,
@@ -55,7 +56,7 @@ class RowShard(eqx.Module):
     proxy: jax.Array  # [N_pad, d]
     half_psq: jax.Array  # [N_pad], +inf on padding so a padding row is never screened in
     lists: jax.Array | None  # [parts * P, L]: each device's members of each list piece, as local row positions
-    piece_proxy: jax.Array | None  # [parts * P, L, d]: those members' proxies, stored together (zero padding)
+    piece_proxy: jax.Array | None  # [parts * P, d, L]: those members' proxies, stored together (zero padding)
     piece_half: jax.Array | None  # [parts * P, L]: their half squared norms (+inf padding)
 
 
@@ -132,7 +133,7 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         pos = jnp.clip(jnp.concatenate([members, extra]), 0, self.rows_per_part - 1)
         extra_pos = pos[members.shape[0]:]
         dp = jnp.concatenate([
-            proxy_distances(shard.piece_proxy[probed].reshape(-1, q.shape[0]), shard.piece_half[probed].reshape(-1), q),
+            piece_distances(shard.piece_proxy, shard.piece_half, probed, q),
             proxy_distances(shard.proxy[extra_pos], shard.half_psq[extra_pos], q)])
         return pos, jnp.where(inpool, dp, jnp.inf), floor_rest
 
