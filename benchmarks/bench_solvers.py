@@ -4,7 +4,8 @@ Testbed: 4 equal-weight isotropic components, means on a sphere of radius R = 2,
 d dimensions; EDM sigmas 80 -> 0.002. Errors are relative pathwise distances max_b ||x_b - ref_b|| / ||ref_b|| from
 the same initial noise (and the same per-step noise for the SDE):
 - ODE solvers (euler, heun, dpmpp-2m, collocation) vs a diffrax Dopri8 solve (rtol = atol = 1e-12) + final denoise;
-- picard-ode vs sequential 1000-step DDIM (= euler), picard-sde vs sequential 1000-step DDPM with the same noise.
+- picard-ode vs sequential 1000-step DDIM (= euler), picard-sde vs sequential 1000-step DDPM with the same noise;
+  plain, Anderson-accelerated and quasi-Newton (secant slope) rounds.
 Run: python -m benchmarks.bench_solvers [--quick]
 """
 
@@ -30,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RADIUS, BATCH, SIGMA_MAX, SIGMA_MIN = 2.0, 4, 80.0, 0.002
 TARGET = 1e-6  # collocation goal: this pathwise error with <= 1/10 of the best classic solver's rounds
 PICARD_TARGET = 1e-3  # picard goal: this distance to 1000-step sequential in <= 25 rounds
-PICARD_SERIES = ("picard-ode", "picard-ode-anderson", "picard-sde", "picard-sde-anderson")
+PICARD_SERIES = tuple(f"picard-{m}{a}" for m in ("ode", "sde") for a in ("", "-anderson", "-newton"))
 
 
 def karras(steps, rho=7.0):
@@ -96,12 +97,15 @@ def bench_testbed(dim, ratio, quick):
         tols = (1e-2, 3e-3) if quick else (1e-2, 3e-3, 2e-3, 1e-3)
         settings = [dict(picard_tol=t, picard_window=w) for w in ((256,) if quick else (128, 256)) for t in tols] + \
             [dict(picard_tol=t, picard_window=w, picard_anderson=2) for w in ((256,) if quick else (256, 512))
-             for t in tols]
+             for t in tols] + \
+            [dict(picard_tol=t, picard_window=256, picard_newton=True) for t in tols]
         if not quick:
-            settings += [dict(picard_blocks=b, picard_iters=k) for b, k in ((4, 6), (8, 3))]
+            settings += [dict(picard_blocks=b, picard_iters=k) for b, k in ((4, 6), (8, 3))] + \
+                [dict(picard_blocks=4, picard_iters=k, picard_newton=True) for k in (3, 5)]
         for opts in settings:
             out, sec = run_solver("picard", den, x_t, sig, keys, picard_mode=mode, **opts)
-            name = f"picard-{mode}" + ("-anderson" if opts.get("picard_anderson") else "")
+            name = f"picard-{mode}" + ("-anderson" if opts.get("picard_anderson") else "") + \
+                ("-newton" if opts.get("picard_newton") else "")
             rows.append(dict(solver=name, setting=",".join(f"{k[7:]}={v}" for k, v in opts.items()),
                              rounds=int(out.rounds), nfe=int(out.nfe), error=rel_error(out.x0, seq.x0), seconds=sec,
                              versus=f"sequential {seq_name} 1000 steps"))

@@ -14,13 +14,13 @@ SAMPLE_OPTIONS = (
     "dataset", "denoiser", "solver", "schedule", "steps", "num_samples", "seed", "batch_size", "sigma_min",
     "sigma_max", "rho", "chunk_size", "base", "mask_threshold", "golden_k_min", "golden_k_max", "golden_tol",
     "golden_coarse", "golden_nprobe", "els_patch_sizes", "model", "eta", "picard_mode", "picard_blocks",
-    "picard_iters", "picard_tol", "picard_window", "picard_anderson", "colloc_nodes", "colloc_iters", "colloc_tol",
-    "colloc_windows",
+    "picard_iters", "picard_tol", "picard_window", "picard_anderson", "picard_newton", "colloc_nodes", "colloc_iters",
+    "colloc_tol", "colloc_windows",
 )
 DEFAULT_STEPS = 18
 SOLVER_OPTIONS = (
     "eta", "picard_mode", "picard_blocks", "picard_iters", "picard_tol", "picard_window", "picard_anderson",
-    "colloc_nodes", "colloc_iters", "colloc_tol", "colloc_windows",
+    "picard_newton", "colloc_nodes", "colloc_iters", "colloc_tol", "colloc_windows",
 )
 
 

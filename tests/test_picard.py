@@ -16,7 +16,7 @@ from diffcli.denoisers.gmm import GMMDenoiser
 from diffcli.errors import UsageError
 from diffcli.solvers import get_solver
 from diffcli.solvers.base import per_sample_normal
-from diffcli.solvers.picard import MODES, affine_prefix, anderson_update, picard_round
+from diffcli.solvers.picard import MODES, affine_prefix, anderson_update, picard_round, secant_slopes
 
 SEQUENTIAL = {"sde": "ddpm", "ode": "euler"}
 picard = eqx.filter_jit(get_solver("picard"))
@@ -183,11 +183,12 @@ def test_anderson_update_is_triangular_and_plain_without_history():
 
 
 @pytest.mark.parametrize("mode", ["sde", "ode"])
-def test_anderson_keeps_the_fixed_point(mode):
+@pytest.mark.parametrize("accel", [dict(picard_anderson=2), dict(picard_newton=True)])
+def test_acceleration_keeps_the_fixed_point(mode, accel):
     with x64():
         den, x_t, sig, keys, seq = with_sequential(mode, steps=60)
-        tight = picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=1e-9, picard_window=32, picard_anderson=2)
-        one = picard(den, x_t, sig, key=keys, picard_mode=mode, picard_window=1, picard_anderson=2)
+        tight = picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=1e-9, picard_window=32, **accel)
+        one = picard(den, x_t, sig, key=keys, picard_mode=mode, picard_window=1, **accel)
     rel = [rel_err(o.x0, seq) for o in (tight, one)]
     assert rel[0] < 1e-7 and rel[1] < 1e-10, rel
 
@@ -208,6 +209,49 @@ def test_anderson_accelerates_the_ode():
     assert int(tol[1].rounds) < int(tol[0].rounds) and errs[1] <= errs[0], (tol, errs)
 
 
+def test_secant_slopes_are_exact_for_an_affine_denoiser_and_fill_forward():
+    """D = m + lam x has slope lam along any move; unmoved points take the nearest earlier slope (first: 0)."""
+    rng = np.random.default_rng(5)
+    lam = np.array([0.3, 0.9])  # per sample
+    x_prev, x = rng.standard_normal((2, 5, 2, 3))
+    x[2] = x_prev[2]  # point 2 did not move
+    d_prev, d = (1.0 + lam[None, :, None] * v for v in (x_prev, x))
+    known = np.array([False, True, True, True, False])  # points 0 and 4 have no last round
+    with x64():
+        got = np.asarray(secant_slopes(*map(jnp.asarray, (x, d, x_prev, d_prev, known))))[..., 0]
+    want = np.stack([np.zeros(2), lam, lam, lam, lam])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    with x64():  # slopes are capped at 4
+        big = np.asarray(secant_slopes(*map(jnp.asarray, (x, 1e3 * x, x_prev, 1e3 * x_prev, known))))
+    assert np.all(big[1:] == 4.0)
+
+
+@pytest.mark.parametrize("mode", ["sde", "ode"])
+def test_newton_is_exact_in_two_rounds_when_the_jacobian_is_a_multiple_of_identity(mode):
+    """Isotropic Gaussian data: D is affine with Jacobian v / (v + sigma^2) I, so the second round's secant slope is
+    exact, the linearised prefix is the sequential chain itself, and 2 rounds per block give the sequential sample."""
+    mu = np.linspace(-0.5, 0.5, 6)
+    with x64():
+        den = GaussianDenoiser.from_cov(mu, 0.4 * np.eye(6))
+        x_t, sig, keys = start(dim=6, steps=12)
+        seq = np.asarray(get_solver(SEQUENTIAL[mode])(den, x_t, sig, key=keys).x0)
+        runs = [picard(den, x_t, sig, key=keys, picard_mode=mode, picard_blocks=2, picard_iters=2, picard_newton=n)
+                for n in (True, False)]
+    newton, plain = (rel_err(o.x0, seq) for o in runs)
+    assert int(runs[0].rounds) == 4 and newton < 1e-12 and plain > 1e-4, (newton, plain)
+
+
+@pytest.mark.parametrize("mode", ["sde", "ode"])
+def test_newton_cuts_rounds_on_a_gmm(mode):
+    """Same tolerance, a window over the whole grid: under half the plain rounds, and no larger error."""
+    with x64():
+        den, x_t, sig, keys, seq = with_sequential(mode, steps=200)
+        runs = [picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=3e-3, picard_window=200, picard_newton=n)
+                for n in (False, True)]
+    plain, newton = (rel_err(o.x0, seq) for o in runs)
+    assert 2 * int(runs[1].rounds) < int(runs[0].rounds) and newton <= plain, (runs, plain, newton)
+
+
 def test_usage_errors():
     den = gmm_denoiser(dtype=np.float32)
     x_t, sig, keys = start(dtype=jnp.float32)
@@ -217,18 +261,20 @@ def test_usage_errors():
             get_solver("picard")(den, x_t, sig, key=keys, **bad)
 
 
+RUNS = {"picard": ("picard", dict(picard_window=4, picard_iters=2)),
+        "picard-newton": ("picard", dict(picard_window=4, picard_iters=2, picard_newton=True)),
+        "collocation": ("collocation", dict(colloc_nodes=4, colloc_windows=2))}
 MULTI_DEVICE = r"""
 import json, os, sys
 import jax, jax.numpy as jnp, numpy as np
 sys.path.insert(0, os.environ["TESTS_DIR"])
-from test_picard import gmm_denoiser, start
+from test_picard import RUNS, gmm_denoiser, start
 from diffcli.solvers import get_solver
 den = gmm_denoiser(dtype=np.float32)
 x_t, sig, keys = start(batch=4, steps=8, dtype=jnp.float32)
 out = {"devices": jax.device_count()}
-for name, opts in (("picard", dict(picard_window=4, picard_iters=2)),
-                   ("collocation", dict(colloc_nodes=4, colloc_windows=2))):
-    out[name] = np.asarray(jax.jit(lambda x: get_solver(name)(den, x, sig, key=keys, **opts).x0)(x_t)).tolist()
+for label, (name, opts) in RUNS.items():
+    out[label] = np.asarray(jax.jit(lambda x: get_solver(name)(den, x, sig, key=keys, **opts).x0)(x_t)).tolist()
 print(json.dumps(out))
 """
 
@@ -242,7 +288,6 @@ def test_sharded_over_eight_devices_matches_one():
     assert got["devices"] == 8
     den = gmm_denoiser(dtype=np.float32)
     x_t, sig, keys = start(batch=4, steps=8, dtype=jnp.float32)
-    want_p = get_solver("picard")(den, x_t, sig, key=keys, picard_window=4, picard_iters=2).x0
-    want_c = get_solver("collocation")(den, x_t, sig, key=keys, colloc_nodes=4, colloc_windows=2).x0
-    np.testing.assert_allclose(np.asarray(got["picard"]), np.asarray(want_p), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(got["collocation"]), np.asarray(want_c), rtol=1e-5, atol=1e-4)
+    for label, (name, opts) in RUNS.items():
+        want = get_solver(name)(den, x_t, sig, key=keys, **opts).x0
+        np.testing.assert_allclose(np.asarray(got[label]), np.asarray(want), rtol=1e-5, atol=1e-4, err_msg=label)

@@ -67,6 +67,8 @@ def sample(
     picard_tol: Annotated[float | None, Opt("--picard-tol")] = None,
     picard_window: Annotated[int | None, Opt("--picard-window")] = None,
     picard_anderson: Annotated[int | None, Opt("--picard-anderson", help="Anderson memory M (0 = off); best on ode.")] = None,
+    picard_newton: Annotated[bool | None, Opt("--picard-newton/--no-picard-newton",
+                                               help="Quasi-Newton rounds (secant slope of D); fewest rounds.")] = None,
     colloc_nodes: Annotated[int | None, Opt("--colloc-nodes")] = None,
     colloc_iters: Annotated[int | None, Opt("--colloc-iters")] = None,
     colloc_tol: Annotated[float | None, Opt("--colloc-tol")] = None,

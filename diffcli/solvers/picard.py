@@ -17,6 +17,13 @@ is exactly the sequential result from the same seed.
   gamma_j fits R over the points <= j only (so a point never looks at later, less converged points, and converged
   prefixes stay exact) from the last M differences dX, dR, each point weighted by 1 / sigma^2. The tolerance test
   still reads the plain Picard change R, and the window's new start is F's value there (exact, as without it).
+- picard_newton: quasi-Newton rounds. Plain Picard freezes D, so a change of x_j reaches x_{j+1} only through r_j
+  and D's response waits a round; near the data D(x) moves almost one for one with x (its Jacobian is
+  Cov[x0 | x] / sigma^2), which is what makes long Picard chains slow. Each point linearises D around its guess
+  with a per-sample scalar slope, the secant <dD, dx> / |dx|^2 between its last two rounds (no extra call), and
+  the prefix runs over the maps x' = (r + (1 - r) lam) x + (1 - r)(D - lam x_guess) + n z. Where D is linear with
+  Jacobian lam I this is Newton's method and a window is exact after two rounds; the fixed point is unchanged,
+  since the correction vanishes at it.
 """
 
 from __future__ import annotations
@@ -74,13 +81,36 @@ def step_maps(start, count: int, sig, x0, *, key, eta):
     return r, n * window_noise(key, j, x0, eta), j
 
 
-def picard_round(denoiser, xs, start, sig, *, key, eta):
+def picard_round(denoiser, xs, start, sig, *, key, eta, history=None):
     """One round on the window states xs [W+1, B, ...] (xs[0] = state at step `start`) -> (new states [W+1, ...],
-    the denoiser values D [W, B, ...] at xs[:-1]). A window may overhang the last step."""
+    the denoiser values D [W, B, ...] at xs[:-1]). A window may overhang the last step.
+
+    With history = (x_prev, d_prev, known) from the last round at the same steps, D is linearised around xs with a
+    per-sample secant slope (quasi-Newton): the prefix then carries how a change of x_j moves D(x_j) too."""
     w = xs.shape[0] - 1
     r, noise, j = step_maps(start, w, sig, xs[0], key=key, eta=eta)
     d = call_points(denoiser, xs[:-1], sig[j], key, j)
-    return jnp.concatenate([xs[:1], affine_prefix(xs[0], r, (1.0 - r) * d + noise)]), d
+    if history is None:
+        return jnp.concatenate([xs[:1], affine_prefix(xs[0], r, (1.0 - r) * d + noise)]), d
+    lam = secant_slopes(xs[:-1], d, *history)
+    a, c = r + (1.0 - r) * lam, (1.0 - r) * (d - lam * xs[:-1]) + noise
+    return jnp.concatenate([xs[:1], affine_prefix(xs[0], a, c)]), d
+
+
+def secant_slopes(x, d, x_prev, d_prev, known, cap: float = 4.0):
+    """Per point and sample, the slope <dD, dx> / |dx|^2 of D along its last move [W, B, 1...]; points with no
+    move yet take the slope of the nearest earlier point that has one (D's Jacobian varies slowly in sigma).
+    Slopes are kept in [0, cap]: a posterior mean's Jacobian is positive semi-definite, and the cap stops one noisy
+    secant (a denoiser that is not smooth) from making the prefix's product of slopes blow up."""
+    dx = (x - x_prev).reshape(x.shape[0], x.shape[1], -1)
+    dd = (d - d_prev).reshape(dx.shape)
+    den = jnp.sum(dx * dx, axis=-1)
+    ok = known[:, None] & (den > 0)
+    lam = jnp.clip(jnp.sum(dd * dx, axis=-1) / jnp.where(ok, den, 1.0), 0.0, cap)
+    pos = jnp.arange(x.shape[0])[:, None]
+    last = jax.lax.cummax(jnp.where(ok, pos, -1), axis=0)
+    lam = jnp.where(last >= 0, jnp.take_along_axis(lam, jnp.maximum(last, 0), axis=0), 0.0)
+    return lam.reshape(lam.shape + (1,) * (x.ndim - 2))
 
 
 def extrapolate(last, d_last, start, count: int, sig, *, key, eta):
@@ -140,10 +170,10 @@ def window_size(steps, picard_blocks, picard_window) -> int:
 
 def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picard_blocks: int | None = None,
                   picard_iters: int | None = None, picard_tol: float | None = None, picard_window: int | None = None,
-                  picard_anderson: int | None = None):
+                  picard_anderson: int | None = None, picard_newton: bool = False):
     """PIADM-SDE/ODE (Chen, Ren, Ying, Rotskoff 2024) fixed rounds per block, or ParaDiGMS (Shih et al. 2023) with a
-    tolerance, optionally Anderson-accelerated; converges to sample_ddpm (sde) / sample_euler (ode) from the same
-    keys."""
+    tolerance, optionally Anderson-accelerated and/or quasi-Newton; converges to sample_ddpm (sde) / sample_euler
+    (ode) from the same keys."""
     check_sigmas(sigmas)
     if picard_mode not in MODES:
         raise UsageError(f"unknown picard mode '{picard_mode}'; choose from: {', '.join(MODES)}.")
@@ -166,8 +196,9 @@ def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picar
     point_shape = (w + 1,) + (1,) * x_T.ndim
 
     def body(state):
-        start, it, xs, rounds, bad, acc = state
-        new, d = picard_round(denoiser, xs, start, sig, key=key, eta=eta)
+        start, it, xs, rounds, bad, acc, lin = state
+        new, d = picard_round(denoiser, xs, start, sig, key=key, eta=eta,
+                              history=tuple(h[:-1] for h in lin) if picard_newton else None)
         bad = first_bad_point(new, start, bad)
         scale = jnp.maximum(sig[jnp.minimum(start + idx, k)], floor)
         if picard_tol is None:
@@ -186,7 +217,9 @@ def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picar
             nxt, acc = accelerate(new, xs, acc, 1.0 / jnp.square(scale), stride, src, idx + stride > w)
         ahead = jax.lax.cond(stride > 0, lambda: extrapolate(nxt[w], d[w - 1], start + w, w, sig, key=key, eta=eta),
                              lambda: jnp.zeros_like(nxt[1:]))
-        return start + stride, it, jnp.concatenate([nxt, ahead])[idx + stride], rounds + 1, bad, acc
+        if picard_newton:  # each point's D and state, for next round's secant at the same step
+            lin = (xs[src], jnp.concatenate([d, d[-1:]])[src], idx + stride < w)
+        return start + stride, it, jnp.concatenate([nxt, ahead])[idx + stride], rounds + 1, bad, acc, lin
 
     def accelerate(new, xs, acc, weight, stride, src, entering):
         hist_dx, hist_dr, prev_x, prev_r, fresh = acc
@@ -207,6 +240,7 @@ def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picar
     zero = jnp.asarray(0, jnp.int32)
     hist = jnp.zeros((memory,) + xs0.shape, x_T.dtype)
     acc = (hist, hist, xs0, jnp.zeros_like(xs0), jnp.ones(w + 1, bool)) if memory else ()
-    state = (zero, zero, xs0, zero, jnp.asarray(-1, jnp.int32), acc)
-    _, _, xs, rounds, bad, _ = jax.lax.while_loop(cond, body, state)
+    lin = (xs0, jnp.zeros_like(xs0), jnp.zeros(w + 1, bool)) if picard_newton else ()
+    state = (zero, zero, xs0, zero, jnp.asarray(-1, jnp.int32), acc, lin)
+    _, _, xs, rounds, bad, _, _ = jax.lax.while_loop(cond, body, state)
     return SampleResult(xs[0], rounds * w, rounds, {"nonfinite_step": bad})
