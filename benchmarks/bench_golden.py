@@ -1,5 +1,5 @@
 """GoldDiff side by side: golden vs full-scan PCA-locality vs empirical, and time per call against N (with/without
-the coarse stage). Prints tables and writes benchmarks/results/golden.json.
+the coarse stage). Prints tables and writes benchmarks/results/golden.json (golden_scaling.json with --scaling-only).
 
 (a) GoldDiff protocol (VP linear-beta DDIM, 10 steps, batch 16) on shapes: the golden trajectory is run, and at each
     step golden, the in-memory exact full-scan PCA-locality and the empirical denoiser are timed on the same state;
@@ -185,8 +185,10 @@ def main():
     ap.add_argument("--full-steps", help="comma list of steps where the full scan runs (default: all)")
     ap.add_argument("--skip-scaling", action="store_true", help="run part (a) only")
     ap.add_argument("--scaling-only", action="store_true", help="run part (b) only (N = 10k, 100k, 1M unless --quick)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "golden.json"))
+    ap.add_argument("--out", help="JSON path (default results/golden.json; --scaling-only: results/golden_scaling.json)")
     args = ap.parse_args()
+    name = "golden_scaling.json" if args.scaling_only else "golden.json"  # a part-(b) run keeps part (a)'s results
+    args.out = args.out or os.path.join(os.path.dirname(__file__), "results", name)
     if args.quick:
         spec, kmin, kmax, fq, ns, rep = "shapes:res=16,n=2000", None, None, 16, [10_000, 100_000], 2
     else:

@@ -6,7 +6,7 @@ the same initial noise (and the same per-step noise for the SDE):
 - ODE solvers (euler, heun, dpmpp-2m, collocation) vs a diffrax Dopri8 solve (rtol = atol = 1e-12) + final denoise;
 - picard-ode vs sequential 1000-step DDIM (= euler), picard-sde vs sequential 1000-step DDPM with the same noise;
   plain, Anderson-accelerated and quasi-Newton (secant slope) rounds.
-Run: python -m benchmarks.bench_solvers [--quick]
+Run: python -m benchmarks.bench_solvers [--quick] [--resume]
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="d=16 only and fewer settings")
     p.add_argument("--dims", help="comma list of dimensions (default 16,256,1024; quick 16)")
+    p.add_argument("--resume", action="store_true", help="keep the testbeds already in the JSON and run the rest")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     dims = (16,) if args.quick else (16, 256, 1024)
@@ -144,9 +145,17 @@ def main(argv=None):
     os.makedirs(out_dir, exist_ok=True)
     all_rows, summaries, plots = [], [], []
     path = os.path.join(out_dir, "solvers_quick.json" if args.quick else "solvers.json")
+    if args.resume and os.path.exists(path):
+        with open(path) as f:
+            done = json.load(f)
+        all_rows, summaries = done["rows"], done["summary"]
+        plots = [os.path.join(HERE, p) for p in done["plots"]]
     for dim in dims:
         for ratio in (2.0, 5.0):
+            if any(s["dim"] == dim and s["ratio"] == ratio for s in summaries):
+                continue
             rows, summary = bench_testbed(dim, ratio, args.quick)
+            jax.clear_caches()  # every setting compiles anew: a long run otherwise exhausts the process's memory maps
             for r in rows:
                 r.update(dim=dim, ratio=ratio)
             all_rows += rows
