@@ -10,7 +10,7 @@ from gaussian_oracle import GaussianDenoiser, ddim_law, random_gaussian
 from scipy import integrate
 
 from diffcli.errors import DiffcliError, UsageError
-from diffcli.schedules import ays, las
+from diffcli.schedules import ays, get_schedule, las
 from diffcli.schedules import gaussian as G
 from diffcli.schedules.edm import get_sigmas_edm
 from diffcli.schedules.families import get_sigmas_log_snr
@@ -140,12 +140,40 @@ def test_las_on_exact_gaussian_beats_peers_in_j_and_converges_like_one_over_k(ru
     assert slope == pytest.approx(-1.0, abs=0.1)
 
 
-@pytest.mark.parametrize("k", [5, 10, 20])
-def test_weighted_rule_has_the_lowest_exact_output_kl_on_gaussian_data(k):
-    """The default rule against the closed-form KL(data || output) of both first-order samplers (ddpm, ddim)."""
+@pytest.mark.parametrize("k", [5, 10, 20, 50])
+def test_default_rule_has_the_lowest_exact_output_kl_on_gaussian_data(k):
+    """The default (lambda) rule against the closed-form KL(data || output) of both first-order samplers (ddpm, ddim):
+    below EDM, log-SNR, DDIM vp-leading and the J-optimal grid at every K."""
     curve = exact_curve(size=400)
-    weighted = las.fit_las(curve, k)["sigmas"]
-    assert is_valid_schedule(weighted) and len(weighted) == k + 1 and weighted[0] == 80.0 and weighted[-2] == 0.002
+    fitted = las.fit_las(curve, k)["sigmas"]
+    assert is_valid_schedule(fitted) and len(fitted) == k + 1 and fitted[0] == 80.0 and fitted[-2] == 0.002
+    path_optimal = las.fit_las(curve, k, rule="dp")["sigmas"]
+    peers = (get_sigmas_edm(k), get_sigmas_log_snr(k), get_schedule("vp-leading", k, sigma_min=0.002, sigma_max=80.0),
+             path_optimal)
+    for eta in (1.0, 0.0):
+        kl = G.sampler_kl(fitted, LAM, eta=eta)
+        peer_kl = [G.sampler_kl(s, LAM, eta=eta) for s in peers]
+        assert kl < min(peer_kl), (eta, kl, peer_kl)
+    # it gives up J (the path-space KL) to win on the output law
+    assert G.objective_j(fitted, LAM) > G.objective_j(path_optimal, LAM)
+
+
+def test_lambda_rule_is_the_dp_on_log_gamma():
+    """Rule lambda is J's exact DP with log(gamma) as the variable; per unit log-SNR it spends more steps at high noise."""
+    curve = exact_curve(size=400)
+    grid = las.fine_grid(0.002, 80.0, las.FINE_GRID)
+    lv = las.loss_on(grid, curve.sigma, las.smooth_in_gamma(curve))
+    path, _ = las.dp_path(las.cost_matrix(np.log(1.0 / grid**2), lv), 7)
+    lam_rule, j_rule = (las.fit_las(curve, 7, rule=r)["sigmas"] for r in ("lambda", "dp"))
+    np.testing.assert_allclose(lam_rule[:-1], grid[path])
+    assert np.all(lam_rule[1:-2] > j_rule[1:-2])
+
+
+@pytest.mark.parametrize("k", [5, 10, 20])
+def test_weighted_rule_beats_edm_log_snr_and_j_on_gaussian_data(k):
+    """The weighted rule (an option) against the closed-form output KL, as the default was before."""
+    curve = exact_curve(size=400)
+    weighted = las.fit_las(curve, k, rule="weighted")["sigmas"]
     path_optimal = las.fit_las(curve, k, rule="dp")["sigmas"]
     # the rule models the stochastic sampler; the deterministic one also gains from K = 10 (at K = 5 log-SNR is 9%
     # better there)
@@ -153,8 +181,6 @@ def test_weighted_rule_has_the_lowest_exact_output_kl_on_gaussian_data(k):
         kl = G.sampler_kl(weighted, LAM, eta=eta)
         peers = [G.sampler_kl(s, LAM, eta=eta) for s in (get_sigmas_edm(k), get_sigmas_log_snr(k), path_optimal)]
         assert kl < min(peers), (eta, kl, peers)
-    # the weighted rule gives up J (the path-space KL) to win on the output law
-    assert G.objective_j(weighted, LAM) > G.objective_j(path_optimal, LAM)
 
 
 def test_quantile_rule_is_near_the_dp_optimum_and_the_continuum_formula():

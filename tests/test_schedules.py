@@ -136,15 +136,15 @@ def test_schedule_fit_from_a_loss_file_writes_json_and_png(tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("sigma,loss\n" + "".join(f"{float(s)!r},{float(v / s**2)!r}\n" for s, v in zip(sig, mmse(1 / sig**2, lam), strict=False)))
     out = tmp_path / "fit" / "las.json"
-    res = _cli(["--loss-file", str(log), "--loss-kind", "eps", "--method", "las", "--steps", "6", "--out", str(out),
-                "--json"])
+    res = _cli(["--loss-file", str(log), "--loss-kind", "eps", "--method", "las", "--las-rule", "dp", "--steps", "6",
+                "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert is_valid_schedule(doc["sigmas"]) and len(doc["sigmas"]) == 7 and doc["method"] == "las"
     assert set(doc["loss_curve"]) >= {"sigma", "loss", "stderr"} and doc["objective"] > 0
     np.testing.assert_allclose(doc["loss_curve"]["loss"], mmse(1 / sig**2, lam), rtol=1e-9)  # eps -> x0 conversion
     assert (tmp_path / "fit" / "las.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the file plugs straight into get_schedule, and LAS beats EDM on its own objective
+    # the file plugs straight into get_schedule, and J's rule beats EDM on J (the objective written for every method)
     np.testing.assert_array_equal(get_schedule(str(out), 6), doc["sigmas"])
     edm = _cli(["--loss-file", str(log), "--loss-kind", "eps", "--method", "edm", "--steps", "6",
                 "--out", str(tmp_path / "edm.json"), "--no-plot"])

@@ -16,11 +16,12 @@ Opt = typer.Option
 HELP = """Fit a sigma schedule and write it as JSON (plus a PNG of the loss curve beside it).
 
 LAS (derived rule; the paper's exact rule could not be read) places the steps from the x0-prediction loss curve l
-(isotonic in gamma = 1/sigma^2) by exact dynamic programming. The default --las-rule weighted minimises
-J_w = 1/2 sum_k (l(gamma_k)/l(gamma_0)) int_{gamma_k}^{gamma_{k+1}} (l(gamma_k) - l(gamma)) dgamma: the first-order
-stochastic sampler's discretisation KL J, each step discounted by the share of the loss still unresolved where it
-starts (J alone over-charges low-noise steps, which barely change the output). --las-rule dp minimises J itself;
---las-rule quantile places the steps at the quantiles of int sqrt|l'| (J's continuum optimum). AYS minimises its KL
+(isotonic in gamma = 1/sigma^2) by exact dynamic programming. The default --las-rule lambda minimises
+J_lambda = 1/2 sum_k int (l(lambda_k) - l(lambda)) dlambda with lambda = log(gamma): the denoiser's mismatch over each
+step counted in data units. --las-rule dp minimises J = 1/2 sum_k int (l(gamma_k) - l(gamma)) dgamma, the first-order
+stochastic sampler's path-space KL (it crowds the steps at low noise); --las-rule weighted is J with each step
+discounted by the loss still unresolved where it starts; --las-rule quantile places the steps at the quantiles of
+int sqrt|l'| dgamma (J's continuum optimum). AYS minimises its KL
 upper bound by coordinate search. The loss curve is measured with --denoiser on the index's held-out split (--dataset/--index),
 or read from a training log (--loss-file, --loss-kind x0|eps|v|edm). Use the result with
 `diffcli sample --schedule FILE.json --steps K`.
@@ -36,7 +37,8 @@ def schedule_fit(
     loss_file: Annotated[str | None, Opt("--loss-file", help="CSV/JSON training log: sigma or timestep, loss.")] = None,
     loss_kind: Annotated[str, Opt("--loss-kind", help="x0|eps|v|edm: what the logged loss predicts.")] = "x0",
     method: Annotated[str, Opt("--method", help="las|ays|edm|log-snr|vp-leading|cosine.")] = "las",
-    las_rule: Annotated[str, Opt("--las-rule", help="weighted (J with each step discounted by the loss left) | dp (exact minimum of J) | quantile.")] = "weighted",
+    las_rule: Annotated[str, Opt("--las-rule", help="lambda (mismatch per unit log-SNR) | weighted | dp (exact minimum of "
+                                                    "J, the path KL) | quantile.")] = "lambda",
     steps: Annotated[int, Opt("--steps", help="Number of solver steps K.")] = 10,
     sigma_min: Annotated[float, Opt("--sigma-min")] = 0.002,
     sigma_max: Annotated[float, Opt("--sigma-max")] = 80.0,

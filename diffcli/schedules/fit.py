@@ -22,7 +22,7 @@ def curve_grid(sigma_min: float, sigma_max: float, points: int) -> np.ndarray:
 
 
 def fit_schedule(curve: LossCurve | None, *, method: str, steps: int, sigma_min: float = 0.002,
-                 sigma_max: float = 80.0, rho: float = 7.0, las_rule: str = "weighted") -> dict:
+                 sigma_max: float = 80.0, rho: float = 7.0, las_rule: str = "lambda") -> dict:
     """{"sigmas", "method", "objective", "objective_name", ...} for any method; LAS/AYS need a curve."""
     from diffcli.schedules import ays, las
 
