@@ -245,8 +245,8 @@ def test_newton_is_exact_in_two_rounds_when_the_jacobian_is_a_multiple_of_identi
 def test_newton_cuts_rounds_on_a_gmm(mode):
     """Same tolerance, a window over the whole grid: under half the plain rounds, and no larger error."""
     with x64():
-        den, x_t, sig, keys, seq = with_sequential(mode, steps=200)
-        runs = [picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=3e-3, picard_window=200, picard_newton=n)
+        den, x_t, sig, keys, seq = with_sequential(mode, steps=100)
+        runs = [picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=3e-3, picard_window=100, picard_newton=n)
                 for n in (False, True)]
     plain, newton = (rel_err(o.x0, seq) for o in runs)
     assert 2 * int(runs[1].rounds) < int(runs[0].rounds) and newton <= plain, (runs, plain, newton)
