@@ -174,6 +174,7 @@ def test_weighted_rule_beats_edm_log_snr_and_j_on_gaussian_data(k):
     """The weighted rule (an option) against the closed-form output KL, as the default was before."""
     curve = exact_curve(size=400)
     weighted = las.fit_las(curve, k, rule="weighted")["sigmas"]
+    assert is_valid_schedule(weighted) and len(weighted) == k + 1 and weighted[0] == 80.0 and weighted[-2] == 0.002
     path_optimal = las.fit_las(curve, k, rule="dp")["sigmas"]
     # the rule models the stochastic sampler; the deterministic one also gains from K = 10 (at K = 5 log-SNR is 9%
     # better there)
@@ -181,6 +182,8 @@ def test_weighted_rule_beats_edm_log_snr_and_j_on_gaussian_data(k):
         kl = G.sampler_kl(weighted, LAM, eta=eta)
         peers = [G.sampler_kl(s, LAM, eta=eta) for s in (get_sigmas_edm(k), get_sigmas_log_snr(k), path_optimal)]
         assert kl < min(peers), (eta, kl, peers)
+    # the weighted rule gives up J (the path-space KL) to win on the output law
+    assert G.objective_j(weighted, LAM) > G.objective_j(path_optimal, LAM)
 
 
 def test_quantile_rule_is_near_the_dp_optimum_and_the_continuum_formula():

@@ -90,9 +90,7 @@ def picard_round(denoiser, xs, start, sig, *, key, eta, history=None):
     w = xs.shape[0] - 1
     r, noise, j = step_maps(start, w, sig, xs[0], key=key, eta=eta)
     d = call_points(denoiser, xs[:-1], sig[j], key, j)
-    if history is None:
-        return jnp.concatenate([xs[:1], affine_prefix(xs[0], r, (1.0 - r) * d + noise)]), d
-    lam = secant_slopes(xs[:-1], d, *history)
+    lam = 0.0 if history is None else secant_slopes(xs[:-1], d, *history)  # 0: plain Picard (D frozen)
     a, c = r + (1.0 - r) * lam, (1.0 - r) * (d - lam * xs[:-1]) + noise
     return jnp.concatenate([xs[:1], affine_prefix(xs[0], a, c)]), d
 
