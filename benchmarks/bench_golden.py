@@ -107,10 +107,10 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_q
 
 def full_scan_like(golden, idx, opts):
     """The full-scan PCA-locality denoiser with golden's masks (as pca_local.build would make it)."""
-    from diffcli.denoisers.pca_local import ASSUMED_BATCH, PcaLocalDenoiser, class_chunks, pad_rows
+    from diffcli.denoisers.pca_local import PcaLocalDenoiser, class_chunks, pad_rows
 
     data = idx.train_data()
-    chunks = class_chunks(data.shape[1], golden.masks.widths, ASSUMED_BATCH, min(opts.chunk_size, len(data)))
+    chunks = class_chunks(data.shape[1], golden.masks, min(opts.chunk_size, len(data)))
     rows, ok = pad_rows(data, max(chunks))
     return PcaLocalDenoiser(jnp.asarray(rows), jnp.asarray(ok), golden.masks, chunks)
 

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diffcli.denoisers import pca_local
 from diffcli.denoisers.empirical import EmpiricalDenoiser
 from diffcli.denoisers.golden import build, id_uniforms, piece_distances, proxy_distances, query_keys
+from diffcli.denoisers.masks import build_masks, dense_mask
 from diffcli.denoisers.options import DenoiserOptions
 from diffcli.denoisers.pca_local import build as build_pca_local
 from diffcli.denoisers.subset import golden_sizes, tail_bounds, truncation_parts
@@ -36,7 +38,7 @@ def make_index(n=120, shape=(1, 8, 8), seed=0, dataset="shapes"):
 # jitted once per denoiser structure; sigma is traced, so a new sigma never recompiles
 call = eqx.filter_jit(lambda g, x, s, k=None: g(x, s, key=k))
 diagnose = eqx.filter_jit(lambda g, x, s: g.diagnose(x, s))
-one = eqx.filter_jit(lambda g, x, s, k: g._one(x, s, k))
+select = eqx.filter_jit(lambda g, x, s, k: g._select(x, s, k))
 
 
 def softmax64(d, sigma):
@@ -85,15 +87,19 @@ def index():
     return make_index()
 
 
-@pytest.mark.parametrize("base", ["empirical", "pca-local"])
-def test_full_subset_equals_base(index, base):
+@pytest.mark.parametrize("base", ["empirical", "pca-local", "pca-local-lists"])
+def test_full_subset_equals_base(index, base, monkeypatch):
+    """k_min = k_max = N is the base itself, on a batch of mixed sigmas (each query in its own mask class)."""
+    if base == "pca-local-lists":
+        monkeypatch.setattr(pca_local, "DENSE_MASK_BYTES", 0)
+        base = "pca-local"
     n = index.n
-    sig = 0.4
-    opts = DenoiserOptions(sigmas=np.array([sig, 0.0]), base=base, golden_k_min=n, golden_k_max=n,
+    sig = jnp.asarray([0.4, 3.0, 0.4, 0.05, 3.0])
+    opts = DenoiserOptions(sigmas=np.array([3.0, 0.4, 0.05, 0.0]), base=base, golden_k_min=n, golden_k_max=n,
                            mask_threshold=0.05)
     gold = build(index, opts)
     ref = EmpiricalDenoiser.from_data(index.train_data(), chunk=64) if base == "empirical" else build_pca_local(index, opts)
-    x = jnp.asarray(index.train_data()[:5].reshape(5, *index.shape)) + sig * jax.random.normal(
+    x = jnp.asarray(index.train_data()[:5].reshape(5, *index.shape)) + sig[:, None, None, None] * jax.random.normal(
         jax.random.PRNGKey(1), (5, *index.shape))
     np.testing.assert_allclose(np.asarray(call(gold, x, sig)), np.asarray(call(ref, x, sig)), atol=2e-6)
 
@@ -109,12 +115,37 @@ def test_golden_matches_float64_subset_softmax(index):
     flat = query_keys(gold.seed, keys, jnp.full((3,), sig), 3)
     data = index.train_data().astype(np.float64)
     for i in range(3):
-        _, diag = one(gold, jnp.asarray(x[i].reshape(-1)), jnp.float32(sig), flat[i])
+        _, diag = select(gold, jnp.asarray(x[i].reshape(-1)), jnp.float32(sig), flat[i])
         ids = np.asarray(diag["ids"])
         ids = ids[ids >= 0]
         assert len(ids) == int(diag["k"])
         d = ((data[ids] - np.asarray(x[i], np.float64).reshape(-1)) ** 2).sum(1)
         np.testing.assert_allclose(out[i], softmax64(d, sig) @ data[ids], atol=3e-6)
+
+
+def test_pca_local_base_over_a_prefix_subset_matches_float64():
+    """A pca-local base over k_t < k_max kept rows (chunks past k_t are skipped) is the masked per-pixel softmax over
+    exactly the reported subset, checked in float64."""
+    idx = make_index(n=300)
+    sig, thr = 0.5, 0.05
+    gold = build(idx, DenoiserOptions(sigmas=np.array([sig, 0.0]), base="pca-local", golden_k_min=10,
+                                      golden_k_max=200, mask_threshold=thr))
+    x = jnp.asarray(idx.train_data()[:3].reshape(3, *idx.shape)) + sig * jax.random.normal(
+        jax.random.PRNGKey(3), (3, *idx.shape))
+    keys = jax.random.split(jax.random.PRNGKey(6), 3)
+    out = np.asarray(call(gold, x, sig, keys)).reshape(3, -1)
+    flat = query_keys(gold.seed, keys, jnp.full((3,), sig), 3)
+    _, lists = build_masks(idx, np.array([sig, 0.0]), thr)
+    mask = dense_mask(lists[0], idx.dim).astype(np.float64)
+    data = idx.train_data().astype(np.float64)
+    for i in range(3):
+        _, diag = select(gold, jnp.asarray(x[i].reshape(-1)), jnp.float32(sig), flat[i])
+        ids = np.asarray(diag["ids"])
+        ids = ids[ids >= 0]
+        assert 64 < len(ids) < 128  # two of the four 64-row chunks hold kept rows
+        logit = -(((np.asarray(x[i], np.float64).reshape(-1) - data[ids]) ** 2) @ mask) / (2 * sig**2)
+        w = np.exp(logit - logit.max(axis=0))
+        np.testing.assert_allclose(out[i], (w * data[ids]).sum(0) / w.sum(0), atol=1e-5)
 
 
 def test_tolerance_mode_certifies_its_subset(index):

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from diffcli.denoisers import pca_local
 from diffcli.denoisers.masks import band_sigmas, build_masks, default_threshold, dense_mask
 from diffcli.denoisers.options import DenoiserOptions
-from diffcli.denoisers.pca_local import build
+from diffcli.denoisers.pca_local import build, dense_classes
 from diffcli.index.stats import pca_stats
 from diffcli.index.store import Index
 
@@ -63,8 +64,16 @@ def test_masks_match_dense_reference(rank, thr):
         assert (got != ref).sum() <= 2, (s, (got != ref).sum())
 
 
+@pytest.fixture(params=["dense", "lists"])
+def mask_form(request, monkeypatch):
+    """Both storage forms of the masks: dense matrices (the default at these sizes) and padded neighbour lists."""
+    if request.param == "lists":
+        monkeypatch.setattr(pca_local, "DENSE_MASK_BYTES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("sigma", [0.02, 0.3, 2.0])
-def test_matches_masked_reference(sigma):
+def test_matches_masked_reference(sigma, mask_form):
     idx = image_index()
     thr = 0.05
     den = build(idx, DenoiserOptions(sigmas=np.array([sigma, 0.0]), mask_threshold=thr, chunk_size=7))
@@ -111,16 +120,31 @@ def test_defaults():
     assert len(band_sigmas(np.geomspace(0.01, 10, 100))) == 32
 
 
-def test_mixed_sigmas_in_one_batch_use_their_own_masks():
+def test_mixed_sigmas_in_one_batch_use_their_own_masks(mask_form):
+    """A batch of samples at different sigmas (a Picard window) equals each sample denoised on its own."""
     idx = image_index(n=60, shape=(2, 6, 6))
     thr = 0.05
-    sig = np.array([0.02, 2.0], np.float32)
-    den = build(idx, DenoiserOptions(sigmas=np.array([2.0, 0.02, 0.0]), mask_threshold=thr, chunk_size=16))
+    sig = np.array([0.3, 2.0, 0.3], np.float32)
+    den = build(idx, DenoiserOptions(sigmas=np.array([2.0, 0.3, 0.0]), mask_threshold=thr, chunk_size=16))
     widths = den.masks.widths
     assert len(widths) == 2 and widths[0] < widths[1]  # narrow low-noise masks get their own class
+    assert den.masks.dense == ((True, True) if mask_form == "dense" else (False, False))
     data = idx.train_data()
-    x = data[:2] + sig[:, None] * np.random.default_rng(5).standard_normal(data[:2].shape).astype(np.float32)
-    got = np.asarray(den(jnp.asarray(x.reshape(2, *idx.shape)), jnp.asarray(sig))).reshape(2, -1)
-    for i in range(2):
+    x = data[:3] + sig[:, None] * np.random.default_rng(5).standard_normal(data[:3].shape).astype(np.float32)
+    got = np.asarray(den(jnp.asarray(x.reshape(3, *idx.shape)), jnp.asarray(sig))).reshape(3, -1)
+    for i in range(3):
         ref = reference_denoise(x[i:i + 1], data, reference_mask(idx, float(sig[i]), thr), float(sig[i]))
         np.testing.assert_allclose(got[i], ref[0], atol=5e-5)
+    # a wrong band's mask moves the output by far more than the tolerance: the check can fail
+    wrong = reference_denoise(x[:1], data, reference_mask(idx, 2.0, thr), 0.3)
+    assert np.abs(wrong[0] - got[0]).max() > 1e-2
+
+
+def test_dense_classes_take_the_widest_within_budget():
+    widths = (8, 64, 512)
+    band_class = np.array([0, 1, 1, 2])
+    dim = 1024
+    assert dense_classes(widths, band_class, dim, 10**9) == (False, True, True)  # 8 < 1024 / 64
+    assert dense_classes(widths, band_class, dim, 3 * dim * dim) == (False, True, True)
+    assert dense_classes(widths, band_class, dim, 2 * dim * dim) == (False, False, True)  # class 1 needs 2 more
+    assert dense_classes(widths, band_class, dim, 0) == (False, False, False)

@@ -19,6 +19,7 @@ from diffcli.denoisers.base import AbstractDenoiser
 from diffcli.errors import UsageError
 from diffcli.solvers import get_solver
 from diffcli.solvers.base import per_sample_normal
+from diffcli.solvers.ddpm import coupled_noise
 
 DIM = 6
 
@@ -109,6 +110,47 @@ def test_ddpm_law_matches_closed_form():
     assert np.all(np.abs(emp - c) < 5 * np.sqrt((c**2 + np.outer(np.diag(c), np.diag(c))) / n))
     # and the discrete law is not the target law by accident: it depends on the steps
     assert not np.allclose(ddim_law(mu, cov, karras_sigmas(3, sigma_max=10.0), 1.0)[1], c, atol=1e-3)
+
+
+def test_coupled_ddpm_on_a_subgrid_lands_on_the_same_states():
+    """Driven by one Brownian path in 1/sigma^2, DDPM with an exact denoiser on a subgrid reproduces the fine run's
+    states at the shared sigmas (point-mass data: every step samples the exact bridge). Independent noise does not."""
+    c = np.array([0.3, -1.2, 0.5])
+    fine = np.geomspace(80.0, 0.05, 41)
+    coarse = fine[::8]
+    with x64():
+        den = GaussianDenoiser.from_cov(c, np.zeros((3, 3)))
+        x_t = 80.0 * jax.random.normal(jax.random.PRNGKey(3), (6, 3), jnp.float64)
+        z_fine, z_coarse = coupled_noise([fine, coarse], (6, 3), seed=4)
+        run = get_solver("ddpm")
+        keys = jax.random.split(jax.random.PRNGKey(5), 6)
+        a = np.asarray(run(den, x_t, jnp.asarray(fine), key=keys, noise=jnp.asarray(z_fine, jnp.float64)).x0)
+        b = np.asarray(run(den, x_t, jnp.asarray(coarse), key=keys, noise=jnp.asarray(z_coarse, jnp.float64)).x0)
+        apart = np.asarray(run(den, x_t, jnp.asarray(coarse), key=keys).x0)
+    np.testing.assert_allclose(b, a, atol=1e-5)
+    assert np.abs(apart - a).max() > 1e-2
+
+
+def test_coupled_noise_has_the_ddpm_law():
+    """The coupled noise is i.i.d. standard normal per step: the chain's law is still the exact discrete law."""
+    mu, cov = random_gaussian(2, 5, lam_range=(0.1, 1.0))
+    n = 20000
+    sig = karras_sigmas(8, sigma_max=10.0)
+    z = coupled_noise([karras_sigmas(30, sigma_max=10.0), sig], (n, 2), seed=2)[1]
+    assert np.all(z[-1] == 0)  # the step to sigma = 0 injects nothing
+    with x64():
+        den = GaussianDenoiser.from_cov(mu, cov)
+        x_t = sig[0] * jax.random.normal(jax.random.PRNGKey(7), (n, 2), jnp.float64)
+        out = np.asarray(get_solver("ddpm")(den, x_t, jnp.asarray(sig), key=None, noise=jnp.asarray(z, jnp.float64)).x0)
+    mean, cv = ddim_law(mu, cov, sig, eta=1.0)
+    assert np.all(np.abs(out.mean(0) - mean) < 5 * np.sqrt(np.diag(cv) / n))
+    assert np.all(np.abs(np.cov(out.T) - cv) < 5 * np.sqrt((cv**2 + np.outer(np.diag(cv), np.diag(cv))) / n))
+
+
+def test_ddpm_noise_shape_is_checked():
+    den = GaussianDenoiser.from_cov(np.zeros(2), np.eye(2))
+    with pytest.raises(UsageError, match="noise must have shape"):
+        get_solver("ddpm")(den, jnp.ones((3, 2)), jnp.asarray([1.0, 0.5, 0.0]), key=None, noise=jnp.zeros((2, 2, 2)))
 
 
 def test_determinism_and_batch_independence():

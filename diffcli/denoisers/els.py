@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls
 from diffcli.denoisers.masks import band_index, band_sigmas
 from diffcli.denoisers.pca_local import chunk_rows
 from diffcli.errors import UsageError
@@ -110,6 +110,7 @@ class LocalScoreDenoiser(AbstractDenoiser):
         p, _ = jax.lax.scan(body, p0, (self.chunks, self.row_ok))
         return (p.acc / p.s[:, None]).T.reshape(c, h, w)
 
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         s = batch_sigma(sigma, x.shape[0])
         branch = self.band_branch[band_index(self.log_bands, s)]

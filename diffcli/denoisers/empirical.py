@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 
 
 class Partials(eqx.Module):
@@ -83,6 +83,7 @@ class EmpiricalDenoiser(AbstractDenoiser):
         chunks, half = pad_chunks(np.asarray(data, np.float32).reshape(len(data), -1), chunk)
         return cls(jnp.asarray(chunks), jnp.asarray(half))
 
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         flat = flatten(x).astype(jnp.float32)
         inv_var = 1.0 / jnp.square(batch_sigma(sigma, flat.shape[0]))

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.denoisers.base import AbstractDenoiser, flatten
+from diffcli.denoisers.base import AbstractDenoiser, exact_matmuls, flatten
 from diffcli.errors import DiffcliError, UsageError
 
 
@@ -45,6 +45,7 @@ class GMMDenoiser(AbstractDenoiser):
             log_w = np.log(weights / weights.sum())
         return cls(jnp.asarray(means.astype(dtype)), jnp.asarray(stds.astype(dtype)), jnp.asarray(log_w.astype(dtype)))
 
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         flat = flatten(x)
         dt = flat.dtype

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.denoisers.pca_local import PixelMasks, masked_posterior_mean, masks_for, rows_per_chunk
 from diffcli.denoisers.subset import check_sizes, default_sizes, golden_sizes, smallest_k_for_tol, tail_bounds
 from diffcli.errors import UsageError
@@ -27,7 +27,9 @@ from diffcli.index.proxy import ProxyMap, index_proxy_map
 BASES = ("empirical", "pca-local")
 ROWS_BUDGET = 1 << 26  # float32 elements of the gathered candidate rows of one sub-batch (256 MiB)
 DIAG_CHUNK = 1024
-MAX_SUB_BATCH = 16  # a solver batch is rarely larger; bounds the pca-local gather of the vmapped queries
+MAX_SUB_BATCH = 16  # a solver batch is rarely larger
+SUBSET_CHUNKS = 8  # a pca-local base streams the k_max rows in about this many chunks: those past k_t are skipped
+MIN_SUBSET_CHUNK = 64
 
 
 class Coarse(eqx.Module):
@@ -87,8 +89,8 @@ class GoldenDenoiser(AbstractDenoiser):
             floor_rest = jnp.minimum(floor_rest, -neg[kk])
         return ids[pos[:kk]], -neg[:kk], screen_floor(self, floor_rest, p_keep)
 
-    def _one(self, x, sigma, key, cls: int = 0):
-        """Golden subset and denoised value of one query x [D] (mask width class `cls`); returns (x0, diagnostics)."""
+    def _select(self, x, sigma, key):
+        """Golden subset of one query x [D]: ((rows [K, D], ascending distances [K], kept [K]), diagnostics)."""
         m_t, k_t, p_keep = pool_and_size(self, sigma)
         q = self.proxy_map(x[None, :])[0]
         cand, dprox, floor = self._screen(q, p_keep, key)
@@ -99,33 +101,39 @@ class GoldenDenoiser(AbstractDenoiser):
         d_sorted, ids, rows = -neg, cand[order], rows[order]
         k_t, bounds = subset_size(self, d_sorted, floor, sigma, k_t)
         keep = jnp.arange(self.k_max) < k_t
-        x0 = self._base(x, sigma, rows, d_sorted, keep, cls)
         retrieved = tail_bounds(d_sorted, jnp.float32(jnp.inf), self.n, sigma)  # the spec's formula, candidates only
         diag = {"k": k_t, "pool": m_t if self.tol is None else jnp.int32(self.n), "bound": bounds[k_t - 1],
                 "bound_retrieved": retrieved[k_t - 1], "ids": jnp.where(keep, ids, -1)}
-        return x0, diag
+        return (rows, d_sorted, keep), diag
 
-    def _base(self, x, sigma, rows, d_sorted, keep, cls: int):
+    def _base(self, x, sigma, subset):
+        """The base's posterior mean of one query over its golden subset (rows, ascending distances, kept)."""
+        rows, d_sorted, keep = subset
         inv2var = 0.5 / jnp.square(sigma)
         if self.base == "empirical":
             logits = jnp.where(keep, -(d_sorted - d_sorted[0]) * inv2var, -jnp.inf)
             return jax.nn.softmax(logits) @ rows
-        nbr, valid = self.masks.lists(self.masks.band(sigma[None])[0], cls)
-        chunk = rows_per_chunk(rows.shape[1], self.masks.widths[cls], sub_batch(self, rows.shape[1]), self.k_max)
-        return masked_posterior_mean(x, rows, keep, nbr, valid, inv2var, chunk)
+
+        def branch(cls: int, band):
+            chunk = subset_chunk(self, rows.shape[1], cls)
+            return masked_posterior_mean(x, rows, keep, self.masks.operand(band, cls), inv2var, chunk)
+
+        return self.masks.per_query(sigma, branch)
 
     # -- contract -----------------------------------------------------------------------------------------------
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
-        x0, _ = map_queries(self, self._one, x, sigma, key)
+        x0, _ = map_queries(self, self._select, x, sigma, key, finish=self._base)
         return x0.reshape(x.shape)
 
+    @exact_matmuls
     def diagnose(self, x, sigma, *, key=None):
         """k, pool size, certified bound, the candidates-only bound and the realised (unmasked) tail mass per query."""
 
-        def one(xq, s, k, cls):
-            _, diag = self._one(xq, s, k, cls)
+        def one(xq, s, k):
+            subset, diag = self._select(xq, s, k)
             diag["tail_mass"] = self._tail_mass(xq, s, diag.pop("ids"))
-            return 0.0, diag
+            return subset, diag
 
         _, diag = map_queries(self, one, x, sigma, key)
         return diag
@@ -231,32 +239,49 @@ def query_keys(seed: int, key, sigma, b: int):
 
 
 def sub_batch(den, dim: int) -> int:
-    """Queries vmapped together inside the sequential map, so their gathered rows fit ROWS_BUDGET."""
+    """Queries vmapped together through the selection, so their gathered candidate rows fit ROWS_BUDGET."""
     return int(max(1, min(MAX_SUB_BATCH, ROWS_BUDGET // max(den.k_max * dim, 1))))
 
 
-def map_queries(den, fn, x, sigma, key):
-    """fn(query, sigma, key, cls) over the batch x [B, ...]: see map_flat."""
+def subset_chunk(den, dim: int, cls: int) -> int:
+    """Rows per chunk of a pca-local base over the subset: within memory, and at most about k_max / SUBSET_CHUNKS."""
+    cap = max(MIN_SUBSET_CHUNK, -(-den.k_max // SUBSET_CHUNKS))
+    return rows_per_chunk(dim, den.masks.row_width(cls), 1, min(cap, den.k_max))
+
+
+def map_queries(den, select, x, sigma, key, finish=None):
+    """map_flat over the batch x [B, ...] with per-query sigmas and keys."""
     flat = flatten(x).astype(jnp.float32)
     s = batch_sigma(sigma, flat.shape[0])
-    return map_flat(den, fn, flat, s, query_keys(den.seed, key, s, flat.shape[0]))
+    return map_flat(den, select, flat, s, query_keys(den.seed, key, s, flat.shape[0]), finish)
 
 
-def map_flat(den, fn, flat, s, keys):
-    """fn over queries flat [B, D] with sigmas [B] and per-step keys [B]: a sequential map of vmapped sub-batches.
+def map_flat(den, select, flat, s, keys, finish=None):
+    """(x0 [B, D] or None, out) for queries flat [B, D] with sigmas [B] and per-step keys [B].
 
-    The mask width class is chosen once for the batch (the widest any sample needs) and switched on outside the
-    map: a switch inside a vmapped body would run every branch.
+    select(x, sigma, key) -> (subset, out) runs on vmapped sub-batches in a sequential map (bounded memory);
+    finish(x, sigma, subset) -> x0 [D] then runs one query at a time for a pca-local base, so each query switches to
+    its own mask class (a switch under vmap would run every branch), and vmapped for the empirical base.
     """
-    sub = min(flat.shape[0], sub_batch(den, flat.shape[1]))
+    b, dim = flat.shape
+    sub = min(b, sub_batch(den, dim))
+    pad = -b % sub  # filled with copies of the first query, dropped at the end
 
-    def run(cls: int):
-        return lambda _: jax.lax.map(lambda a: fn(*a, cls), (flat, s, keys), batch_size=sub)
+    def blocks(a):
+        a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+        return a.reshape(-1, sub, *a.shape[1:])
 
-    if den.masks is None:
-        return run(0)(None)
-    cls = jnp.max(den.masks.band_class[den.masks.band(s)])
-    return jax.lax.switch(cls, [run(c) for c in range(len(den.masks.widths))], None)
+    def run(args):
+        x, sg, k = args
+        subset, out = jax.vmap(select)(x, sg, k)
+        if finish is None:
+            return None, out
+        if den.masks is None:
+            return jax.vmap(finish)(x, sg, subset), out
+        return jax.lax.map(lambda a: finish(*a), (x, sg, subset)), out
+
+    res = jax.lax.map(run, (blocks(flat), blocks(s), blocks(keys)))
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:b], res)
 
 
 def proxy_scale2(pmap: ProxyMap) -> float:

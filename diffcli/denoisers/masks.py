@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffcli.data.spec import parse_spec
+from diffcli.denoisers.base import exact_matmuls
 
 # GoldDiff's per-dataset thresholds; digits (grey 8-28 px digits) follow MNIST, shapes (coloured synthetic images)
 # and any other dataset take 0.03, the middle of the published range.
@@ -53,6 +54,7 @@ def band_index(log_bands, sigma):
 
 
 @jax.jit
+@exact_matmuls
 def _gain_block(comps, g, gr, cols):
     """Column block G[:, cols] of the Wiener gain."""
     vc = comps[:, cols]  # [k, b]
@@ -62,6 +64,7 @@ def _gain_block(comps, g, gr, cols):
 
 
 @jax.jit
+@exact_matmuls
 def _gain_diag(comps, g, gr):
     sq = jnp.square(comps)
     return g @ sq + gr * (1.0 - jnp.sum(sq, axis=0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffcli.denoisers.base import AbstractDenoiser, flatten
+from diffcli.denoisers.base import AbstractDenoiser, exact_matmuls, flatten
 from diffcli.denoisers.empirical import EmpiricalDenoiser, chunk_logits
 
 
@@ -15,6 +15,7 @@ class NearestDenoiser(AbstractDenoiser):
     chunks: jax.Array  # [K, C, D]
     half_sqn: jax.Array  # [K, C], +inf on padding rows
 
+    @exact_matmuls
     def __call__(self, x, sigma=None, *, key=None):
         flat = flatten(x).astype(jnp.float32)
         b = flat.shape[0]

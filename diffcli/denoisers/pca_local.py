@@ -2,9 +2,13 @@
 
 Output pixel m weighs image n by softmax_n(-d[n, m] / 2 sigma^2) with the masked distance
 d[n, m] = sum_{j in nbr(m)} (x_j - x_{n,j})^2, where nbr(m) is the pixel's mask for the current sigma band (see
-masks.py). The index is streamed in chunks with a per-pixel online log-sum-exp, so memory is bounded by one chunk
-times the neighbour-list width, and the masked distance is a gather over the padded lists (O(N * D * L), never a
-dense D x D product).
+masks.py). The index is streamed in chunks with a per-pixel online log-sum-exp, so memory is bounded by one chunk.
+
+Two forms of the same mask, chosen per width class: a gather over padded neighbour lists (O(N * D * L), for narrow
+masks or images too large for a D x D matrix) or a dense 0/1 matrix, where d = diff^2 @ M is one matrix product. A
+gather runs far below the matmul roofline (on a 2-core CPU about 0.3 G elements/s against about 120 GFLOP/s), so
+the product is faster once a list is wider than about D / 200; wide high-noise masks go dense while their bool
+matrices fit DENSE_MASK_BYTES (every band of a 3x64x64 image does).
 """
 
 from __future__ import annotations
@@ -14,12 +18,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.denoisers.masks import band_index, build_masks, default_threshold, pad_lists
 from diffcli.errors import UsageError
 
 GATHER_BUDGET = 1 << 25  # float32 elements of one gathered [rows, D, L] block (128 MiB)
-ASSUMED_BATCH = 16
+DENSE_MASK_BYTES = 1 << 31  # bool D x D masks held for the dense classes (all 10 bands of D = 12288 need 1.5 GiB)
+DENSE_FROM = 64  # a class of list width >= D / DENSE_FROM is dense (measured crossover about D / 200 on a CPU)
+DENSE_ROW_FLOATS = 4  # float32 [D] arrays per row of a dense chunk (squared difference, distances, logits, weights)
+
+
+class ListMask(eqx.Module):
+    """A mask as padded neighbour lists: neighbours [D, W] and their 0/1 weights [D, W] (0 for padding)."""
+
+    nbr: jax.Array
+    valid: jax.Array
+
+
+class DenseMask(eqx.Module):
+    """A mask as a dense matrix M [D, D] (float 0/1) with M[j, m] = 1 for j in pixel m's neighbourhood."""
+
+    m: jax.Array
 
 
 class PixelPartials(eqx.Module):
@@ -34,15 +53,17 @@ def empty_pixel_partials(dim: int) -> PixelPartials:
     return PixelPartials(jnp.full((dim,), -jnp.inf), jnp.zeros((dim,)), jnp.zeros((dim,)))
 
 
-def masked_distances(x, rows, nbr, valid):
-    """d[c, m] = sum_l valid[m, l] (x - rows[c])^2[nbr[m, l]] for one query x [D] and rows [C, D]."""
+def masked_distances(x, rows, mask: ListMask | DenseMask):
+    """d[c, m] = sum over j in pixel m's neighbourhood of (x - rows[c])_j^2, for one query x [D] and rows [C, D]."""
     diff2 = jnp.square(rows - x[None, :])
-    return jnp.einsum("cml,ml->cm", diff2[:, nbr], valid)
+    if isinstance(mask, DenseMask):  # exact float32 products: distances feed logits scaled by 1 / 2 sigma^2
+        return jnp.matmul(diff2, mask.m, precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("cml,ml->cm", diff2[:, mask.nbr], mask.valid)
 
 
-def masked_update(p: PixelPartials, x, rows, row_ok, nbr, valid, inv2var) -> PixelPartials:
+def masked_update(p: PixelPartials, x, rows, row_ok, mask, inv2var) -> PixelPartials:
     """Fold rows [C, D] (row_ok [C] marks real rows) into one query's per-pixel partials."""
-    logits = jnp.where(row_ok[:, None], -masked_distances(x, rows, nbr, valid) * inv2var, -jnp.inf)
+    logits = jnp.where(row_ok[:, None], -masked_distances(x, rows, mask) * inv2var, -jnp.inf)
     m_new = jnp.maximum(p.m, logits.max(axis=0))
     m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # a chunk of padding only must not make NaN
     scale = jnp.exp(p.m - m_safe)
@@ -55,16 +76,18 @@ def valid_weights(count, width: int):
     return (jnp.arange(width) < count[..., None]).astype(jnp.float32)
 
 
-def masked_posterior_mean(x, rows, row_ok, nbr, valid, inv2var, chunk: int):
+def masked_posterior_mean(x, rows, row_ok, mask, inv2var, chunk: int):
     """One query's per-pixel masked posterior mean over rows [K, D] (streamed in chunks of `chunk` rows)."""
-    p = masked_partials(x, rows, row_ok, nbr, valid, inv2var, chunk)
+    p = masked_partials(x, rows, row_ok, mask, inv2var, chunk)
     return p.acc / p.s
 
 
-def masked_partials(x, rows, row_ok, nbr, valid, inv2var, chunk: int, axis: str | None = None) -> PixelPartials:
+def masked_partials(x, rows, row_ok, mask, inv2var, chunk: int, axis: str | None = None) -> PixelPartials:
     """One query's per-pixel partials over rows [K, D] (streamed in chunks of `chunk` rows).
 
     `axis`: the mesh axis when called inside shard_map on one device's rows (the carry then varies over it).
+    A chunk with no real row is skipped (a cond, not a masked update): a golden subset keeps a prefix of its k_max
+    rows, so the chunks past k_t cost nothing when the query is not under vmap.
     """
     k, dim = rows.shape
     chunk = max(1, min(chunk, k))
@@ -73,7 +96,7 @@ def masked_partials(x, rows, row_ok, nbr, valid, inv2var, chunk: int, axis: str 
     row_ok = jnp.pad(row_ok, (0, pad)).reshape(-1, chunk)
 
     def body(p, c):
-        return masked_update(p, x, c[0], c[1], nbr, valid, inv2var), None
+        return jax.lax.cond(jnp.any(c[1]), lambda: masked_update(p, x, c[0], c[1], mask, inv2var), lambda: p), None
 
     init = empty_pixel_partials(dim)
     if axis is not None:
@@ -83,33 +106,49 @@ def masked_partials(x, rows, row_ok, nbr, valid, inv2var, chunk: int, axis: str 
 
 
 def rows_per_chunk(dim: int, width: int, batch: int = 1, cap: int | None = None) -> int:
-    """Rows per streamed chunk so that a gathered [batch, rows, D, L] block stays within GATHER_BUDGET."""
+    """Rows per streamed chunk so that a [batch, rows, D, width] block stays within GATHER_BUDGET (width: the list
+    width, or DENSE_ROW_FLOATS for a dense class; see PixelMasks.row_width)."""
     c = max(1, GATHER_BUDGET // max(batch * dim * width, 1))
     return int(c if cap is None else max(1, min(c, cap)))
 
 
 class PixelMasks(eqx.Module):
-    """Per-band neighbour lists, the band lookup (nearest band in log sigma) and width classes.
+    """Per-band masks, the band lookup (nearest band in log sigma) and width classes.
 
-    Each band belongs to a width class (a power of two covering its widest list) and its lists are stored padded to
-    that width only, so narrow low-noise masks cost neither memory nor compute for the wide high-noise ones. Classes
-    are lax.switch branches, so a traced sigma never retraces.
+    Each band belongs to a width class (a power of two covering its widest list). A class is stored either as lists
+    padded to its width or, when wide (see DENSE_FROM), as bool D x D matrices; either way narrow low-noise masks
+    cost neither memory nor compute for the wide high-noise ones. A band is looked up in its own class only: the
+    denoisers switch on each query's class (lax.switch outside any vmap runs one branch), so a batch of mixed sigmas
+    (a Picard window) uses every sample's own mask and a traced sigma never retraces.
     """
 
     log_bands: jax.Array  # [S]
     count: jax.Array  # [S, D] int32
     band_class: jax.Array  # [S] int32, index into widths
-    band_slot: jax.Array  # [S] int32, the band's row in its class's array
-    nbr: tuple[jax.Array, ...]  # per class: [S_c, D, W_c] int32
+    band_slot: jax.Array  # [S] int32, the band's row in its class's table
+    tables: tuple[jax.Array, ...]  # per class: lists [S_c, D, W_c] int32, or dense [S_c, D, D] bool
     widths: tuple[int, ...] = eqx.field(static=True)
+    dense: tuple[bool, ...] = eqx.field(static=True)
 
     def band(self, sigma):
         return band_index(self.log_bands, sigma)
 
-    def lists(self, band, cls: int):
-        """(neighbours [..., D, W], weights [..., D, W]) of bands `band` (any shape), all in width class `cls`."""
-        width = self.widths[cls]
-        return self.nbr[cls][self.band_slot[band]], valid_weights(self.count[band], width)
+    def operand(self, band, cls: int) -> ListMask | DenseMask:
+        """The mask of one band (a scalar index) that belongs to class `cls`."""
+        table = self.tables[cls][self.band_slot[band]]
+        if self.dense[cls]:
+            return DenseMask(table.astype(jnp.float32))
+        return ListMask(table, valid_weights(self.count[band], self.widths[cls]))
+
+    def row_width(self, cls: int) -> int:
+        """float32 elements per row and pixel that a chunk of class `cls` holds (sizes chunks: rows_per_chunk)."""
+        return DENSE_ROW_FLOATS if self.dense[cls] else self.widths[cls]
+
+    def per_query(self, sigma, branch):
+        """branch(cls, band) run for one query's sigma (a scalar) in that band's own class."""
+        band = self.band(sigma[None])[0]
+        return jax.lax.switch(self.band_class[band], [lambda b, c=c: branch(c, b) for c in range(len(self.widths))],
+                              band)
 
 
 def width_classes(count: np.ndarray, minimum: int = 8):
@@ -120,21 +159,46 @@ def width_classes(count: np.ndarray, minimum: int = 8):
     return widths, np.array([widths.index(w) for w in per_band], np.int32)
 
 
+def dense_classes(widths, band_class: np.ndarray, dim: int, budget: int) -> tuple[bool, ...]:
+    """Widest first, a class is dense while its width is at least D / DENSE_FROM and its bands' bool D x D
+    matrices still fit `budget` bytes (so dense classes are the widest ones)."""
+    dense = [False] * len(widths)
+    used = 0
+    for c in reversed(range(len(widths))):
+        need = int(np.sum(band_class == c)) * dim * dim
+        if widths[c] * DENSE_FROM < dim or used + need > budget:
+            break
+        dense[c], used = True, used + need
+    return tuple(dense)
+
+
+def dense_table(lists, dim: int) -> np.ndarray:
+    """[S][D] lists -> bool [S, D, D] with M[s, j, m] = 1 for j in lists[s][m]."""
+    out = np.zeros((len(lists), dim, dim), bool)
+    for i, band in enumerate(lists):
+        for m, a in enumerate(band):
+            out[i, a, m] = True
+    return out
+
+
 def masks_for(index, opts) -> PixelMasks:
     thr = opts.mask_threshold if opts.mask_threshold is not None else default_threshold(index.attrs.get("dataset"))
     if not 0.0 <= float(thr) <= 1.0:
         raise UsageError(f"--mask-threshold must lie in [0, 1] (got {thr}).")
     bands, lists = build_masks(index, opts.sigmas, float(thr))
     count = np.array([[len(a) for a in band] for band in lists], np.int32)
+    dim = count.shape[1]
     widths, cls = width_classes(count)
+    dense = dense_classes(widths, cls, dim, DENSE_MASK_BYTES)
     slot = np.zeros(len(bands), np.int32)
-    per_class = []
+    tables = []
     for c, w in enumerate(widths):
         members = np.flatnonzero(cls == c)
         slot[members] = np.arange(len(members))
-        per_class.append(jnp.asarray(pad_lists([lists[i] for i in members], w)))
+        of_class = [lists[i] for i in members]
+        tables.append(jnp.asarray(dense_table(of_class, dim) if dense[c] else pad_lists(of_class, w)))
     return PixelMasks(jnp.asarray(np.log(bands), jnp.float32), jnp.asarray(count), jnp.asarray(cls),
-                      jnp.asarray(slot), tuple(per_class), widths)
+                      jnp.asarray(slot), tuple(tables), widths, dense)
 
 
 class PcaLocalDenoiser(AbstractDenoiser):
@@ -145,37 +209,38 @@ class PcaLocalDenoiser(AbstractDenoiser):
     masks: PixelMasks
     chunks: tuple[int, ...] = eqx.field(static=True)  # rows per chunk of each width class
 
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         flat = flatten(x).astype(jnp.float32)
         b, dim = flat.shape
         s = batch_sigma(sigma, b)
-        band = self.masks.band(s)
-        inv2var = 0.5 / jnp.square(s)
-        update = jax.vmap(masked_update, in_axes=(0, 0, None, None, 0, 0, 0))
 
-        def branch(cls: int, chunk: int):
-            def run(_):
-                nbr, valid = self.masks.lists(band, cls)
+        def one(args):
+            xq, sq = args
+            inv2var = 0.5 / jnp.square(sq)
+
+            def branch(cls: int, band):
+                chunk = self.chunks[cls]
+                rows = (self.data.reshape(-1, chunk, dim), self.row_ok.reshape(-1, chunk))
+                mask = self.masks.operand(band, cls)
 
                 def body(p, c):
-                    return update(p, flat, c[0], c[1], nbr, valid, inv2var), None
+                    return masked_update(p, xq, c[0], c[1], mask, inv2var), None
 
-                p0 = jax.vmap(lambda _: empty_pixel_partials(dim))(jnp.arange(b))
-                rows = (self.data.reshape(-1, chunk, dim), self.row_ok.reshape(-1, chunk))
-                p, _ = jax.lax.scan(body, p0, rows)
+                p, _ = jax.lax.scan(body, empty_pixel_partials(dim), rows)
                 return p.acc / p.s
 
-            return run
+            return self.masks.per_query(sq, branch)
 
-        # the widest class any sample needs: every sample's lists fit, and equal sigmas (the usual batch) pay no more
-        cls = jnp.max(self.masks.band_class[band])
-        out = jax.lax.switch(cls, [branch(i, c) for i, c in enumerate(self.chunks)], None)
-        return out.reshape(x.shape)
+        # one query at a time: each switches to its own band's class, and a query's work (N rows of its whole mask)
+        # is large enough that batching queries would add nothing but memory
+        return jax.lax.map(one, (flat, s)).reshape(x.shape)
 
 
-def class_chunks(dim: int, widths, batch: int, cap: int) -> tuple[int, ...]:
+def class_chunks(dim: int, masks: PixelMasks, cap: int) -> tuple[int, ...]:
     """Rows per chunk of each width class, as powers of two (so one padded row count serves all)."""
-    return tuple(1 << int(np.floor(np.log2(rows_per_chunk(dim, w, batch, cap)))) for w in widths)
+    return tuple(1 << int(np.floor(np.log2(rows_per_chunk(dim, masks.row_width(c), 1, cap))))
+                 for c in range(len(masks.widths)))
 
 
 def pad_rows(data: np.ndarray, multiple: int):
@@ -197,6 +262,6 @@ def chunk_rows(data: np.ndarray, chunk: int):
 def build(index, opts) -> PcaLocalDenoiser:
     masks = masks_for(index, opts)
     data = index.train_data()
-    chunks = class_chunks(data.shape[1], masks.widths, ASSUMED_BATCH, max(1, min(opts.chunk_size, len(data))))
+    chunks = class_chunks(data.shape[1], masks, max(1, min(opts.chunk_size, len(data))))
     rows, ok = pad_rows(data, max(chunks))
     return PcaLocalDenoiser(jnp.asarray(rows), jnp.asarray(ok), masks, chunks)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 
 
 def wiener_gains(variances, residual_variance, sigma):
@@ -25,6 +25,7 @@ class WienerDenoiser(AbstractDenoiser):
     variances: jax.Array  # [k]
     residual_variance: jax.Array  # scalar: variance per direction outside the k components
 
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         c = flatten(x).astype(jnp.float32) - self.mean
         g, r = wiener_gains(self.variances, self.residual_variance, batch_sigma(sigma, c.shape[0]))

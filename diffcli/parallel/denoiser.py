@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.parallel.mesh import replicated, row_mesh, row_sharding
 from diffcli.parallel.search import geometry, layout_rows, posterior_mean_fn, top_k_fn
 
@@ -55,6 +55,7 @@ class ShardedEmpiricalDenoiser(AbstractDenoiser):
         chunks, half = layout_rows(rows, geom, first_row=first_row, parts=local_parts)
         return cls(put_rows(mesh, chunks, local=True), put_rows(mesh, half, local=True), mesh)
 
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         flat = flatten(x).astype(jnp.float32)
         inv_var = 1.0 / jnp.square(batch_sigma(sigma, flat.shape[0]))

@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, flatten
+from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.denoisers.empirical import Partials
 from diffcli.denoisers.golden import (
     Coarse,
@@ -39,10 +39,10 @@ from diffcli.denoisers.golden import (
     query_keys,
     random_extras,
     screen_floor,
-    sub_batch,
+    subset_chunk,
     subset_size,
 )
-from diffcli.denoisers.pca_local import PixelMasks, masked_partials, rows_per_chunk
+from diffcli.denoisers.pca_local import PixelMasks, masked_partials
 from diffcli.index.proxy import ProxyMap
 from diffcli.parallel.denoiser import put_rows
 from diffcli.parallel.mesh import AXIS, pad_rows, row_mesh
@@ -77,6 +77,7 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
     rows_per_part: int = eqx.field(static=True)
     mesh: Mesh = eqx.field(static=True)
 
+    @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         flat = flatten(x).astype(jnp.float32)
         s = batch_sigma(sigma, flat.shape[0])
@@ -84,13 +85,15 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         shard_spec = jax.tree.map(lambda _: P(AXIS), self.rows)
 
         def per_device(flat, s, keys, shard):
-            return map_flat(self, lambda *a: self._one(shard, *a), flat, s, keys)
+            x0, _ = map_flat(self, lambda *a: self._select(shard, *a), flat, s, keys, finish=self._merged_base)
+            return x0
 
         run = jax.shard_map(per_device, mesh=self.mesh, in_specs=(P(), P(), P(), shard_spec), out_specs=P())
         return run(flat, s, keys, self.rows).reshape(x.shape)
 
-    def _one(self, shard: RowShard, x, sigma, key, cls: int):
-        """One query on this device's rows; every device returns the same merged x0 [D]."""
+    def _select(self, shard: RowShard, x, sigma, key):
+        """One query's golden subset among this device's rows: ((rows, distance minus the nearest's, kept), None);
+        every device holds its own part of the same global subset."""
         kk, rpp = self.k_max, self.rows_per_part
         offset = jax.lax.axis_index(AXIS) * rpp
         _, k_t, p_keep = pool_and_size(self, sigma)
@@ -114,8 +117,7 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         d_sorted = -neg_d
         k_t, _ = subset_size(self, d_sorted, floor, sigma, k_t)
         keep = local_members(nearest, jnp.arange(kk) < k_t, offset, rpp)[pos] & in_cand
-        # 3. the base's partials over the kept rows, merged exactly across devices
-        return self._merged_base(x, sigma, rows, d - d_sorted[0], keep, cls)
+        return (rows, d - d_sorted[0], keep), None
 
     def _local_screen(self, shard: RowShard, q, p_keep, key, offset):
         """(local row positions [M], proxy distances [M] (+inf if not in the pool), floor of unprobed pieces)."""
@@ -137,19 +139,22 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
             proxy_distances(shard.proxy[extra_pos], shard.half_psq[extra_pos], q)])
         return pos, jnp.where(inpool, dp, jnp.inf), floor_rest
 
-    def _merged_base(self, x, sigma, rows, d_rel, keep, cls: int):
-        """Softmax over every device's kept rows, from per-device partials (d_rel: distance minus the nearest's)."""
+    def _merged_base(self, x, sigma, subset):
+        """Softmax over every device's kept rows, from per-device partials merged exactly across devices."""
+        rows, d_rel, keep = subset
         inv2var = 0.5 / jnp.square(sigma)
         if self.base == "empirical":
             empty = Partials(jnp.full((1,), -jnp.inf), jnp.zeros((1,)), jnp.zeros((1, x.shape[0])))
             logits = jnp.where(keep, -d_rel * inv2var, -jnp.inf)
             p = merge_across(safe_accumulate(empty, logits[None, :], rows))
             return p.acc[0] / p.s[0]
-        nbr, valid = self.masks.lists(self.masks.band(sigma[None])[0], cls)
-        chunk = rows_per_chunk(rows.shape[1], self.masks.widths[cls], sub_batch(self, rows.shape[1]), self.k_max)
-        px = masked_partials(x, rows, keep, nbr, valid, inv2var, chunk, AXIS)
-        p = merge_across(Partials(px.m, px.s, px.acc[:, None]))  # pixels as the batch axis
-        return p.acc[:, 0] / p.s
+        def branch(cls: int, band):
+            chunk = subset_chunk(self, rows.shape[1], cls)
+            px = masked_partials(x, rows, keep, self.masks.operand(band, cls), inv2var, chunk, AXIS)
+            p = merge_across(Partials(px.m, px.s, px.acc[:, None]))  # pixels as the batch axis
+            return p.acc[:, 0] / p.s
+
+        return self.masks.per_query(sigma, branch)
 
 
 def local_members(gids, use, offset, rows_per_part: int):
