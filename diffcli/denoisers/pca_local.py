@@ -212,23 +212,15 @@ class PcaLocalDenoiser(AbstractDenoiser):
     @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         flat = flatten(x).astype(jnp.float32)
-        b, dim = flat.shape
-        s = batch_sigma(sigma, b)
+        s = batch_sigma(sigma, flat.shape[0])
 
         def one(args):
             xq, sq = args
             inv2var = 0.5 / jnp.square(sq)
 
             def branch(cls: int, band):
-                chunk = self.chunks[cls]
-                rows = (self.data.reshape(-1, chunk, dim), self.row_ok.reshape(-1, chunk))
                 mask = self.masks.operand(band, cls)
-
-                def body(p, c):
-                    return masked_update(p, xq, c[0], c[1], mask, inv2var), None
-
-                p, _ = jax.lax.scan(body, empty_pixel_partials(dim), rows)
-                return p.acc / p.s
+                return masked_posterior_mean(xq, self.data, self.row_ok, mask, inv2var, self.chunks[cls])
 
             return self.masks.per_query(sq, branch)
 
