@@ -148,3 +148,21 @@ def test_dense_classes_take_the_widest_within_budget():
     assert dense_classes(widths, band_class, dim, 3 * dim * dim) == (False, True, True)
     assert dense_classes(widths, band_class, dim, 2 * dim * dim) == (False, False, True)  # class 1 needs 2 more
     assert dense_classes(widths, band_class, dim, 0) == (False, False, False)
+
+
+def test_picard_over_pca_local_reaches_the_sequential_sample(mask_form):
+    """A Picard round evaluates the denoiser at every sigma of its block in one batch. One block of K rounds is exact
+    (finite termination), so it must equal sequential Euler from the same noise: it does only if every sample in the
+    batch uses its own sigma's mask (a batch-wide mask class put 0.29 between them)."""
+    from diffcli.solvers import get_solver
+
+    idx = image_index(n=60, shape=(2, 6, 6))
+    sig = np.geomspace(3.0, 0.3, 8).tolist() + [0.0]  # the last D (at 0.3) depends on its mask
+    den = build(idx, DenoiserOptions(sigmas=np.array(sig), mask_threshold=0.2, chunk_size=16))
+    assert len(den.masks.widths) > 1  # the window spans several mask classes
+    x_t = 3.0 * jax.random.normal(jax.random.PRNGKey(2), (2, *idx.shape))
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    seq = get_solver("euler")(den, x_t, jnp.asarray(sig), key=keys).x0
+    par = get_solver("picard")(den, x_t, jnp.asarray(sig), key=keys, picard_mode="ode", picard_blocks=1,
+                               picard_iters=8).x0
+    np.testing.assert_allclose(np.asarray(par), np.asarray(seq), atol=1e-4)
