@@ -56,8 +56,8 @@ def empty_pixel_partials(dim: int) -> PixelPartials:
 def masked_distances(x, rows, mask: ListMask | DenseMask):
     """d[c, m] = sum over j in pixel m's neighbourhood of (x - rows[c])_j^2, for one query x [D] and rows [C, D]."""
     diff2 = jnp.square(rows - x[None, :])
-    if isinstance(mask, DenseMask):  # exact float32 products: distances feed logits scaled by 1 / 2 sigma^2
-        return jnp.matmul(diff2, mask.m, precision=jax.lax.Precision.HIGHEST)
+    if isinstance(mask, DenseMask):  # full float32 precision comes from the callers' exact_matmuls
+        return diff2 @ mask.m
     return jnp.einsum("cml,ml->cm", diff2[:, mask.nbr], mask.valid)
 
 
