@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from diffcli.errors import DiffcliError
+
 
 @dataclass
 class Dataset:
@@ -40,6 +42,9 @@ def heldout_split(n: int, name: str, fraction: float = 0.1, cap: int = 2000) -> 
 
 def split_arrays(name, spec, kind, data, labels=None, **kwargs) -> Dataset:
     """Split `data` (and labels) into a Dataset with the deterministic held-out split."""
+    if len(data) < 2:
+        raise DiffcliError(f"dataset '{spec}' has only {len(data)} sample; at least 2 are needed, since one is "
+                           "held out from training.")
     train_ids, held_ids = heldout_split(len(data), name)
     return Dataset(
         spec=spec,

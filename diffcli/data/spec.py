@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from diffcli.errors import UsageError
 
+MAX_RES = 1024  # the largest image side any reader resizes to (CelebA-HQ's full size)
+
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     """'shapes:res=32,n=1000' -> ('shapes', {'res': '32', 'n': '1000'})."""
@@ -28,7 +30,7 @@ def check_params(name: str, params: dict[str, str], allowed) -> None:
         )
 
 
-def int_param(params, key, default, *, minimum=None, choices=None) -> int:
+def int_param(params, key, default, *, minimum=None, maximum=None, choices=None) -> int:
     raw = params.get(key)
     if raw is None:
         return default
@@ -38,6 +40,8 @@ def int_param(params, key, default, *, minimum=None, choices=None) -> int:
         raise UsageError(f"dataset parameter {key}={raw} is not a whole number.") from None
     if minimum is not None and value < minimum:
         raise UsageError(f"dataset parameter {key}={value} must be at least {minimum}.")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"dataset parameter {key}={value} must be at most {maximum}.")
     if choices is not None and value not in choices:
         raise UsageError(f"dataset parameter {key}={value} must be one of {', '.join(map(str, choices))}.")
     return value

@@ -57,7 +57,10 @@ def official_split(name: str, spec: str, train, train_labels, test, test_labels,
         test, test_labels = test[keep], None if test_labels is None else test_labels[keep]
     if len(train) == 0:
         raise DiffcliError(f"dataset '{spec}' has no training images after filtering.")
-    if len(test) == 0 and len(train) > 1:  # e.g. a class filter that removed every test image: hold out from train instead
+    if len(test) == 0 and len(train) == 1:
+        raise DiffcliError(f"dataset '{spec}' has 1 training image and no held-out images; at least 2 images are "
+                           "needed, since one is held out from training.")
+    if len(test) == 0:  # e.g. a class filter that removed every test image: hold out from train instead
         train_ids, held_ids = heldout_split(len(train), name)
         test, test_labels = train[held_ids], None if train_labels is None else train_labels[held_ids]
         train, train_labels = train[train_ids], None if train_labels is None else train_labels[train_ids]

@@ -9,7 +9,7 @@ import numpy as np
 from diffcli.data.base import split_arrays
 from diffcli.data.folder import load_folder_images
 from diffcli.data.importers.common import dataset_root, keep_class, not_prepared, official_split, spec_of
-from diffcli.data.spec import check_params, int_param
+from diffcli.data.spec import MAX_RES, check_params, int_param
 from diffcli.errors import DiffcliError
 
 
@@ -24,7 +24,7 @@ def aligned_labels(labels, names, reference) -> np.ndarray:
 
 def load_split_folders(name, params, root, limit):
     """root/train/<class>/... (+ root/val/<class>/... as held-out) with class labels kept."""
-    res = int_param(params, "res", 64, minimum=4)
+    res = int_param(params, "res", 64, minimum=4, maximum=MAX_RES)
     train, train_labels, classes = load_folder_images(os.path.join(root, "train"), res, limit)
     val_dir = os.path.join(root, "val")
     if os.path.isdir(val_dir):
@@ -57,7 +57,7 @@ def load_celebahq(params, *, root=None, limit=None):
         return load_split_folders("celebahq", params, root, limit)
     if "class" in params:
         raise DiffcliError("a flat CelebA-HQ folder has no classes; class= needs the train/val/{female,male} layout.")
-    res = int_param(params, "res", 64, minimum=4)
+    res = int_param(params, "res", 64, minimum=4, maximum=MAX_RES)
     images, labels, classes = load_folder_images(root, res, limit)
     spec = spec_of("celebahq", params)
     keep_labels = labels if len(classes) > 1 else None

@@ -14,7 +14,7 @@ import numpy as np
 
 from diffcli.data.base import split_arrays
 from diffcli.data.importers.common import dataset_root, keep_class, not_prepared, official_split, spec_of
-from diffcli.data.spec import check_params, int_param
+from diffcli.data.spec import MAX_RES, check_params, int_param
 from diffcli.errors import DiffcliError
 
 NAME = "imagenet64"
@@ -110,9 +110,7 @@ def edm_location(root: str) -> str | None:
 
 
 def read_edm(location: str, res: int, limit: int | None):
-    from PIL import Image, UnidentifiedImageError
-
-    from diffcli.data.folder import centre_square
+    from diffcli.data.folder import read_image
 
     src = EdmSource(location)
     entries = src.entries()[:limit]
@@ -120,11 +118,7 @@ def read_edm(location: str, res: int, limit: int | None):
         raise DiffcliError(f"the EDM dataset '{location}' lists no images.")
     images = np.empty((len(entries), 3, res, res), np.uint8)
     for i, (name, _) in enumerate(entries):
-        try:
-            with Image.open(io.BytesIO(src.read(name))) as img:
-                images[i] = centre_square(img, res)
-        except (UnidentifiedImageError, OSError):
-            raise DiffcliError(f"'{name}' in '{location}' could not be read as an image.") from None
+        images[i] = read_image(io.BytesIO(src.read(name)), res, f"'{name}' in '{location}'")
     labels = None if entries[0][1] is None else np.array([lab for _, lab in entries], np.int64)
     return images, labels
 
@@ -132,7 +126,7 @@ def read_edm(location: str, res: int, limit: int | None):
 def load(params, *, root=None, limit=None):
     """ImageNet-64 (1.28M train / 50k val, 1000 classes); `class=K` keeps one class (1-based npz labels -> 0-based)."""
     check_params(NAME, params, ("class", "res"))
-    res = int_param(params, "res", 64, minimum=4)
+    res = int_param(params, "res", 64, minimum=4, maximum=MAX_RES)
     root = dataset_root(NAME, root)
     if not os.path.isdir(root):
         raise not_prepared(NAME, root)

@@ -1,0 +1,143 @@
+"""Faulty input is refused with one sentence (and valid input of every kind is read right): image folders in every
+Pillow mode, recipes of the wrong type, inconsistent index files, schedule fits too large for memory, and samples
+files that cannot be evaluated."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffcli.data import load_dataset
+from diffcli.errors import DiffcliError, UsageError
+
+
+def one_sentence(exc) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and text.endswith(".") and text.count(". ") == 0, text
+    return text
+
+
+# --- image folders ---------------------------------------------------------------------------------------------------
+
+PARTNER = (3, 141, 59)
+
+
+def _stored(folder, img, name="a.png", **save):
+    """Save `img` (and a plain grey partner, so a held-out split exists) and read the folder back at res 4."""
+    folder.mkdir(exist_ok=True)
+    img.save(folder / name, **save)
+    Image.new("RGB", (4, 4), PARTNER).save(folder / "zz-partner.png")
+    ds = load_dataset("folder:res=4", root=str(folder))
+    both = np.concatenate([ds.train, ds.heldout])
+    assert both.shape == (2, 3, 4, 4)
+    return both[0] if both[0][:, 0, 0].tolist() != list(PARTNER) else both[1]
+
+
+def _palette(transparent_index=None):
+    p = Image.new("P", (4, 4), 1)
+    p.putpalette([0, 0, 0, 200, 40, 10, 0, 255, 0] + [0, 0, 0] * 253)
+    if transparent_index is not None:
+        p.info["transparency"] = transparent_index
+    return p
+
+
+grey16 = np.full((4, 4), 32768, np.uint16)
+MODES = [
+    ("I;16", lambda: Image.fromarray(grey16), "a.png", (128, 128, 128)),
+    ("I;16B", lambda: Image.frombytes("I;16B", (4, 4), grey16.astype(">u2").tobytes()), "a.tif", (128, 128, 128)),
+    ("I;16 white", lambda: Image.fromarray(np.full((4, 4), 65535, np.uint16)), "a.png", (255, 255, 255)),
+    ("I", lambda: Image.fromarray(grey16.astype(np.int32)), "a.tif", (128, 128, 128)),
+    ("F in [0,1]", lambda: Image.fromarray(np.full((4, 4), 0.5, np.float32)), "a.tif", (128, 128, 128)),
+    ("F in [0,255]", lambda: Image.fromarray(np.full((4, 4), 64.0, np.float32)), "a.tif", (64, 64, 64)),
+    ("L", lambda: Image.new("L", (4, 4), 77), "a.png", (77, 77, 77)),
+    ("LA opaque", lambda: Image.new("LA", (4, 4), (77, 255)), "a.png", (77, 77, 77)),
+    ("LA transparent", lambda: Image.new("LA", (4, 4), (77, 0)), "a.png", (255, 255, 255)),
+    ("LA half", lambda: Image.new("LA", (4, 4), (0, 128)), "a.png", (127, 127, 127)),
+    ("P", lambda: _palette(), "a.png", (200, 40, 10)),
+    ("P transparent", lambda: _palette(1), "a.png", (255, 255, 255)),
+    ("P other colour transparent", lambda: _palette(2), "a.png", (200, 40, 10)),
+    ("CMYK", lambda: Image.new("CMYK", (4, 4), (0, 255, 0, 0)), "a.tif", (255, 0, 255)),
+    ("RGB", lambda: Image.new("RGB", (4, 4), (10, 20, 30)), "a.png", (10, 20, 30)),
+    ("RGBA opaque", lambda: Image.new("RGBA", (4, 4), (10, 20, 30, 255)), "a.png", (10, 20, 30)),
+    ("RGBA transparent", lambda: Image.new("RGBA", (4, 4), (10, 20, 30, 0)), "a.png", (255, 255, 255)),
+    ("1", lambda: Image.new("1", (4, 4), 1), "a.png", (255, 255, 255)),
+    ("1 black", lambda: Image.new("1", (4, 4), 0), "a.bmp", (0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("label, make, name, want", MODES, ids=[m[0] for m in MODES])
+def test_every_pillow_mode_is_decoded_by_its_value_range(tmp_path, label, make, name, want):
+    got = _stored(tmp_path / "f", make(), name)
+    for c in range(3):
+        assert np.all(np.abs(got[c].astype(int) - want[c]) <= 1), (label, got[:, 0, 0], want)
+
+
+def test_palette_alpha_mode_is_composited():
+    from diffcli.data.folder import centre_square
+
+    pa = Image.new("PA", (4, 4), (1, 0))
+    pa.putpalette([0, 0, 0, 200, 40, 10] + [0, 0, 0] * 254)
+    assert centre_square(pa, 4)[:, 0, 0].tolist() == [255, 255, 255]
+    pa = Image.new("PA", (4, 4), (1, 255))
+    pa.putpalette([0, 0, 0, 200, 40, 10] + [0, 0, 0] * 254)
+    assert centre_square(pa, 4)[:, 0, 0].tolist() == [200, 40, 10]
+
+
+def _png_header(width, height) -> bytes:
+    """A PNG that declares width x height grey pixels but holds almost no data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [9000, 100000])  # over diffcli's limit only; over Pillow's bomb limit too
+def test_decompression_bomb_is_refused(tmp_path, side):
+    (tmp_path / "a.png").write_bytes(_png_header(side, side))
+    Image.new("RGB", (4, 4)).save(tmp_path / "b.png")
+    with pytest.raises(DiffcliError, match="a.png") as exc:
+        load_dataset("folder:res=4", root=str(tmp_path))
+    assert "decompression bomb" in one_sentence(exc)
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "truncated"])
+def test_unreadable_image_is_refused(tmp_path, content):
+    if content == "truncated":
+        Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "full.png")
+        full = (tmp_path / "full.png").read_bytes()
+        (tmp_path / "full.png").unlink()
+        content = full[: len(full) // 2]
+    (tmp_path / "a.png").write_bytes(content)
+    Image.new("RGB", (4, 4)).save(tmp_path / "b.png")
+    with pytest.raises(DiffcliError, match="a.png") as exc:
+        load_dataset("folder:res=4", root=str(tmp_path))
+    assert "could not be read as an image" in one_sentence(exc)
+
+
+def test_one_image_folder_is_refused(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "only.png")
+    with pytest.raises(DiffcliError, match="only 1 image") as exc:
+        load_dataset("folder:res=4", root=str(tmp_path))
+    one_sentence(exc)
+    with pytest.raises(DiffcliError, match="only 1 sample"):
+        load_dataset("digits", limit=1)
+
+
+@pytest.mark.parametrize("res, words", [("0", "at least 4"), ("-3", "at least 4"), ("100000", "at most 1024"),
+                                        ("big", "not a whole number")])
+def test_absurd_resolution_is_a_usage_error(tmp_path, res, words):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    with pytest.raises(UsageError, match=words) as exc:
+        load_dataset(f"folder:res={res}", root=str(tmp_path))
+    one_sentence(exc)
+
+
+def test_folder_reader_refuses_a_bad_resolution_from_python():
+    from diffcli.data.folder import load_folder_images
+
+    for res in (0, -1, 100000):
+        with pytest.raises(UsageError, match="out of range"):
+            load_folder_images("/nonexistent", res)
