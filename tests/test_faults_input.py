@@ -141,3 +141,88 @@ def test_folder_reader_refuses_a_bad_resolution_from_python():
     for res in (0, -1, 100000):
         with pytest.raises(UsageError, match="out of range"):
             load_folder_images("/nonexistent", res)
+
+
+# --- recipes ---------------------------------------------------------------------------------------------------------
+
+KINDS = {"dataset": str, "steps": int, "num_samples": int, "sigma_max": float, "golden_coarse": bool,
+         "els_patch_sizes": (str, tuple), "seed": int}
+
+
+def _recipe(tmp_path, text):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_recipe_values_of_the_right_type_are_returned(tmp_path):
+    from diffcli.recipes import load_recipe
+
+    path = _recipe(tmp_path, 'description = "x"\nsteps = 3\nsigma_max = 80\ngolden_coarse = true\n'
+                             'els_patch_sizes = [3, 5]\n[train]\nsteps = 9\n[datasets.digits]\nsteps = 5\n'
+                             'sigma_max = 2.5\n')
+    got = load_recipe(path, dataset_name="digits", allowed=KINDS)
+    assert got == {"steps": 5, "sigma_max": 2.5, "golden_coarse": True, "els_patch_sizes": (3, 5)}
+    top = load_recipe(path, dataset_name="shapes", allowed=KINDS)
+    assert top["steps"] == 3 and isinstance(top["sigma_max"], float) and top["sigma_max"] == 80.0
+    # a plain list of names (values unchecked) still works
+    assert load_recipe(path, dataset_name=None, allowed=list(KINDS))["sigma_max"] == 80
+
+
+@pytest.mark.parametrize("text, words", [
+    ('steps = "ten"', "steps = 'ten', but steps needs a whole number"),
+    ("num_samples = 2.5", "num_samples = 2.5, but num_samples needs a whole number"),
+    ("num_samples = 2.0", "num_samples = 2.0, but num_samples needs a whole number"),
+    ("steps = true", "steps = true, but steps needs a whole number"),
+    ("golden_coarse = 1", "golden_coarse = 1, but golden_coarse needs true or false"),
+    ('sigma_max = "80"', "sigma_max = '80', but sigma_max needs a finite number"),
+    ("sigma_max = inf", "sigma_max = inf, but sigma_max needs a finite number"),
+    ("dataset = 5", "dataset = 5, but dataset needs text"),
+    ("els_patch_sizes = 3", "els_patch_sizes needs text or a list"),
+    ("[steps]\nx = 1", "steps = a table, but steps needs a whole number"),
+    ("datasets = 5", "datasets = 5, but datasets must be a table"),
+    ('datasets = ["digits"]', "datasets must be a table"),
+    ("[datasets]\ndigits = 3", "datasets.digits = 3, but it must be a table"),
+    ('[datasets.digits]\nsteps = "ten"', "in [datasets.digits], but steps needs a whole number"),
+])
+def test_recipe_values_of_the_wrong_type_are_one_sentence(tmp_path, text, words):
+    from diffcli.recipes import load_recipe
+
+    with pytest.raises(UsageError) as exc:
+        load_recipe(_recipe(tmp_path, text), dataset_name="digits", allowed=KINDS)
+    assert words in one_sentence(exc)
+
+
+def test_recipe_table_for_a_known_name_is_refused_without_types(tmp_path):
+    from diffcli.recipes import load_recipe
+
+    with pytest.raises(UsageError, match="steps needs a single value, not a table"):
+        load_recipe(_recipe(tmp_path, "[steps]\nx = 1"), dataset_name=None, allowed=("steps",))
+
+
+def test_recipe_validator_callables(tmp_path):
+    from diffcli.recipes import load_recipe
+
+    def positive(v):
+        if not v > 0:
+            raise UsageError(f"--steps must be at least 1 (got {v}).")
+        return v
+
+    path = _recipe(tmp_path, "steps = 0")
+    with pytest.raises(UsageError, match="sets steps: --steps must be at least 1") as exc:
+        load_recipe(path, dataset_name=None, allowed={"steps": positive})
+    one_sentence(exc)
+    with pytest.raises(UsageError, match="steps = 0, which is refused"):
+        load_recipe(path, dataset_name=None, allowed={"steps": lambda v: int(f"x{v}")})
+
+
+def test_recipe_that_is_a_folder_or_missing_is_one_sentence(tmp_path):
+    from diffcli.recipes import load_recipe
+
+    with pytest.raises(DiffcliError, match="is a folder") as exc:
+        load_recipe(str(tmp_path), dataset_name=None, allowed=KINDS)
+    one_sentence(exc)
+    with pytest.raises(DiffcliError, match="does not exist"):
+        load_recipe(str(tmp_path / "nope.toml"), dataset_name=None, allowed=KINDS)
+    with pytest.raises(UsageError, match="unknown option 'stepz'"):
+        load_recipe(_recipe(tmp_path, "stepz = 3"), dataset_name=None, allowed=KINDS)
