@@ -226,3 +226,120 @@ def test_recipe_that_is_a_folder_or_missing_is_one_sentence(tmp_path):
         load_recipe(str(tmp_path / "nope.toml"), dataset_name=None, allowed=KINDS)
     with pytest.raises(UsageError, match="unknown option 'stepz'"):
         load_recipe(_recipe(tmp_path, "stepz = 3"), dataset_name=None, allowed=KINDS)
+
+
+# --- index files -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_indexes(tmp_path_factory):
+    from diffcli.index.build import build_index
+
+    d = tmp_path_factory.mktemp("faults-idx")
+    image = build_index(load_dataset("digits", limit=120), d / "digits.h5")
+    vector = build_index(load_dataset("gmm:dim=3,components=2,n=80"), d / "gmm.h5", coarse=False)
+    return {"image": image, "vector": vector}
+
+
+def _replace(f, name, value):
+    del f[name]
+    f[name] = value
+
+
+def _swap_first_two(a):
+    a = a.copy()
+    a[[0, 1]] = a[[1, 0]]
+    return a
+
+
+def _labels_of(f):
+    return f["labels"][...] if "labels" in f else None
+
+
+INDEX_FAULTS = [
+    ("image", "order out of range", lambda f: _replace(f, "coarse/order", np.where(
+        f["coarse/order"][...] == 0, 10**6, f["coarse/order"][...])), "'/coarse/order' holds row ids outside"),
+    ("image", "order not a permutation", lambda f: _replace(f, "coarse/order", np.where(
+        f["coarse/order"][...] == 0, 1, f["coarse/order"][...])), "not a permutation"),
+    ("image", "order too short", lambda f: _replace(f, "coarse/order", f["coarse/order"][1:]), "'/coarse/order' has shape"),
+    ("image", "offsets not monotone", lambda f: _replace(f, "coarse/offsets", _swap_first_two(
+        f["coarse/offsets"][...][::-1])[::-1]), "'/coarse/offsets' must rise"),
+    ("image", "offsets not ending at N", lambda f: _replace(f, "coarse/offsets", f["coarse/offsets"][...] // 2),
+     "'/coarse/offsets' must rise from 0 to"),
+    ("image", "offsets of the wrong length", lambda f: _replace(f, "coarse/offsets", f["coarse/offsets"][1:]),
+     "'/coarse/offsets' has shape"),
+    ("image", "centroids of the wrong width", lambda f: _replace(f, "coarse/centroids", f["coarse/centroids"][:, 1:]),
+     "'/coarse/centroids' has shape"),
+    ("image", "missing coarse list", lambda f: f.__delitem__("coarse/offsets"), "'/coarse/offsets' is missing"),
+    ("image", "pca variances shorter", lambda f: _replace(f, "stats/pca_variances", f["stats/pca_variances"][1:]),
+     "'/stats/pca_variances' has shape"),
+    ("image", "pca components of the wrong D", lambda f: _replace(
+        f, "stats/pca_components", f["stats/pca_components"][:, 1:]), "'/stats/pca_components' has shape"),
+    ("image", "mean of the wrong D", lambda f: _replace(f, "stats/mean", f["stats/mean"][1:]), "'/stats/mean' has shape"),
+    ("image", "NaN variances", lambda f: _replace(f, "stats/pca_variances", np.full_like(
+        f["stats/pca_variances"][...], np.nan)), "finite"),
+    ("image", "no held-out rows", lambda f: _replace(f, "heldout", f["heldout"][:0]), "0 held-out rows"),
+    ("image", "unknown kind", lambda f: f.attrs.__setitem__("kind", "audio"), "kind attribute 'audio'"),
+    ("image", "missing kind", lambda f: f.attrs.__delitem__("kind"), "kind attribute None"),
+    ("image", "bad shape attribute", lambda f: f.attrs.__setitem__("shape", np.array([1, 8])), "shape attribute"),
+    ("image", "bad n attribute", lambda f: f.attrs.__setitem__("n", "many"), "n attribute 'many'"),
+    ("image", "proxy rows != N", lambda f: _replace(f, "proxy", f["proxy"][1:]), "'/proxy' has shape"),
+    ("image", "proxy width wrong", lambda f: _replace(f, "proxy", f["proxy"][:, 1:]), "features per row"),
+    ("image", "labels length != N", lambda f: _replace(f, "labels", _labels_of(f)[1:]), "'/labels' has shape"),
+    ("image", "labels not integers", lambda f: _replace(f, "labels", _labels_of(f).astype(np.float32)),
+     "'/labels' has dtype float32"),
+    ("image", "negative labels", lambda f: _replace(f, "labels", -1 - _labels_of(f)), "class ids outside"),
+    ("image", "images dtype", lambda f: _replace(f, "images", f["images"][...].astype(np.float32)),
+     "'/images' has dtype float32"),
+    ("image", "images shape", lambda f: _replace(f, "images", f["images"][:, :, 1:]), "'/images' has shape"),
+    ("image", "images missing rows", lambda f: _replace(f, "images", f["images"][1:]), "'/images' has shape"),
+    ("image", "heldout shape", lambda f: _replace(f, "heldout", f["heldout"][:, :, 1:]), "'/heldout' has shape"),
+    ("image", "resolution attribute", lambda f: f.attrs.__setitem__("resolution", 9), "resolution attribute 9"),
+    ("image", "images a group", lambda f: (f.__delitem__("images"), f.create_group("images")), "'/images' is not a dataset"),
+    ("image", "n_heldout attribute", lambda f: f.attrs.__setitem__("n_heldout", 3), "n_heldout attribute 3"),
+    ("vector", "vector images as uint8", lambda f: _replace(f, "images", f["images"][...].astype(np.uint8)),
+     "'/images' has dtype uint8"),
+    ("vector", "NaN rows", lambda f: _replace(f, "images", np.full_like(f["images"][...], np.nan)), "NaN"),
+    ("vector", "missing proxy basis", lambda f: f.__delitem__("stats/proxy_basis"), "'/stats/proxy_basis' is missing"),
+    ("vector", "proxy basis of the wrong D", lambda f: _replace(f, "stats/proxy_basis", f["stats/proxy_basis"][1:]),
+     "'/stats/proxy_basis' has shape"),
+    ("vector", "gmm of the wrong D", lambda f: _replace(f, "gmm/means", f["gmm/means"][:, 1:]), "'/gmm' parameters"),
+    ("vector", "negative residual", lambda f: f.attrs.__setitem__("residual_variance", -1.0),
+     "residual_variance attribute -1.0"),
+]
+
+
+@pytest.mark.parametrize("which, label, corrupt, words", INDEX_FAULTS, ids=[c[1] for c in INDEX_FAULTS])
+def test_inconsistent_index_is_refused_when_opened(tiny_indexes, tmp_path, which, label, corrupt, words):
+    import shutil
+
+    import h5py
+
+    from diffcli.index import open_index
+
+    copy = tmp_path / "bad.h5"
+    shutil.copy(tiny_indexes[which], copy)
+    open_index(copy)  # valid before the fault
+    with h5py.File(copy, "a") as f:
+        corrupt(f)
+    with pytest.raises(DiffcliError) as exc:
+        open_index(copy)
+    text = one_sentence(exc)
+    assert "is not a usable diffcli index" in text and words in text, (label, text)
+
+
+def test_index_attrs_checks_the_metadata(tiny_indexes, tmp_path):
+    import shutil
+
+    import h5py
+
+    from diffcli.index.store import index_attrs
+
+    assert index_attrs(tiny_indexes["image"])["kind"] == "image"
+    copy = tmp_path / "bad.h5"
+    shutil.copy(tiny_indexes["image"], copy)
+    with h5py.File(copy, "a") as f:
+        f.attrs["kind"] = "audio"
+    with pytest.raises(DiffcliError, match="kind attribute 'audio'"):
+        index_attrs(copy)
+    with pytest.raises(DiffcliError, match="is a folder"):
+        index_attrs(tmp_path)

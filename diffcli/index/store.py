@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -70,11 +71,16 @@ def _fail(path, why: str) -> DiffcliError:
     return DiffcliError(f"'{path}' is not a usable diffcli index: {why}.")
 
 
+KINDS = ("image", "vector")
+
+
 def open_index(path: str | os.PathLike) -> Index:
     """Open and validate an index file; any problem is one clear sentence."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DiffcliError(f"index file '{path}' does not exist.")
+    if os.path.isdir(path):
+        raise DiffcliError(f"index file '{path}' is a folder; pass the .h5 file.")
     try:
         f = h5py.File(path, "r")
     except OSError:
@@ -91,6 +97,8 @@ def index_attrs(path: str | os.PathLike) -> dict:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DiffcliError(f"index file '{path}' does not exist.")
+    if os.path.isdir(path):
+        raise DiffcliError(f"index file '{path}' is a folder; pass the .h5 file.")
     try:
         with h5py.File(path, "r") as f:
             return _attrs(f, path)
@@ -98,49 +106,202 @@ def index_attrs(path: str | os.PathLike) -> dict:
         raise _fail(path, "it is not an HDF5 file or it is truncated") from None
 
 
+def _whole(value) -> int | None:
+    """value as an int when it is a whole number (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    return None
+
+
 def _attrs(f: h5py.File, path: str) -> dict:
     attrs = {k: _plain(v) for k, v in f.attrs.items()}
     if attrs.get("format") != "diffcli-index":
         raise _fail(path, "it was not written by diffcli index-build")
-    version = int(attrs.get("format_version", -1))
+    version = _whole(attrs.get("format_version"))
     if version != FORMAT_VERSION:
-        raise _fail(path, f"format version {version} is not the supported version {FORMAT_VERSION}; rebuild it")
+        shown = attrs.get("format_version", "missing")
+        raise _fail(path, f"format version {shown} is not the supported version {FORMAT_VERSION}; rebuild it")
+    kind = attrs.get("kind")
+    if kind not in KINDS:
+        raise _fail(path, f"its kind attribute {kind!r} is not one of: {', '.join(KINDS)}")
+    raw = attrs.get("shape")
+    shape = [_whole(s) for s in raw] if isinstance(raw, list) else None
+    want = 3 if kind == "image" else 1
+    if shape is None or len(shape) != want or any(s is None or s < 1 for s in shape):
+        raise _fail(path, f"its shape attribute {raw!r} is not {want} positive whole number{'s' if want > 1 else ''} "
+                          f"as a{'n' if kind == 'image' else ''} {kind} index needs")
+    n = _whole(attrs.get("n"))
+    if n is None or n < 1:
+        raise _fail(path, f"its n attribute {attrs.get('n')!r} is not a positive whole number")
+    if kind == "image":
+        for key, value in (("channels", shape[0]), ("resolution", shape[-1])):
+            if key in attrs and _whole(attrs[key]) != value:
+                raise _fail(path, f"its {key} attribute {attrs[key]!r} disagrees with its shape {tuple(shape)}")
     return attrs
+
+
+def _array(f: h5py.File, path: str, name: str, *, required: bool = True):
+    """The HDF5 dataset `name` (a dataset, not a group), or None when optional and absent."""
+    if name not in f:
+        if required:
+            raise _fail(path, f"the dataset '/{name}' is missing")
+        return None
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise _fail(path, f"'/{name}' is not a dataset")
+    return obj
+
+
+def _check_rows(path, name, arr, rows, dtype_kind: str):
+    if arr.dtype.kind not in dtype_kind:
+        raise _fail(path, f"'/{name}' has dtype {arr.dtype}, which is not the {_DTYPE_NAMES[dtype_kind]} it needs")
+    if arr.ndim != 1 or arr.shape[0] != rows:
+        raise _fail(path, f"'/{name}' has shape {arr.shape} but the index has {rows} such rows")
+
+
+_DTYPE_NAMES = {"iu": "integer type", "f": "floating type"}
 
 
 def _read(f: h5py.File, path: str) -> Index:
     attrs = _attrs(f, path)
-    for name in ("images", "heldout", "proxy", "stats/mean", "stats/pca_components", "stats/pca_variances"):
-        if name not in f:
-            raise _fail(path, f"the dataset '/{name}' is missing")
-    shape = tuple(int(s) for s in attrs["shape"])
-    images, heldout, proxy = f["images"][...], f["heldout"][...], f["proxy"][...]
-    n = int(attrs["n"])
-    if images.shape != (n, *shape) or heldout.shape[1:] != shape or proxy.shape[0] != n:
-        raise _fail(path, "its array shapes disagree with its metadata")
+    kind, shape, n = str(attrs["kind"]), tuple(int(s) for s in attrs["shape"]), int(attrs["n"])
     dim = int(np.prod(shape))
+    for name in ("images", "heldout", "proxy", "stats/mean", "stats/pca_components", "stats/pca_variances"):
+        _array(f, path, name)
+    images, heldout, proxy = f["images"][...], f["heldout"][...], f["proxy"][...]
+    stored = "uint8" if kind == "image" else "floating"
+    for name, arr in (("images", images), ("heldout", heldout)):
+        if (arr.dtype != np.uint8) if kind == "image" else (arr.dtype.kind != "f"):
+            raise _fail(path, f"'/{name}' has dtype {arr.dtype}, but an {kind} index stores {stored} rows")
+    if images.shape != (n, *shape):
+        raise _fail(path, f"'/images' has shape {images.shape}, but its metadata says {(n, *shape)}")
+    if heldout.ndim != len(shape) + 1 or heldout.shape[1:] != shape:
+        raise _fail(path, f"'/heldout' has shape {heldout.shape}, but its rows must have shape {shape}")
+    if heldout.shape[0] == 0:
+        raise _fail(path, "it has 0 held-out rows; rebuild it from a dataset of at least 2 samples")
+    if "n_heldout" in attrs and _whole(attrs["n_heldout"]) != heldout.shape[0]:
+        raise _fail(path, f"its n_heldout attribute {attrs['n_heldout']!r} disagrees with the "
+                          f"{heldout.shape[0]} rows of '/heldout'")
+    if kind == "vector" and not (np.all(np.isfinite(images)) and np.all(np.isfinite(heldout))):
+        raise _fail(path, "its data rows hold NaN or infinite values")
+    if proxy.ndim != 2 or proxy.shape[0] != n or proxy.shape[1] < 1 or proxy.dtype.kind != "f":
+        raise _fail(path, f"'/proxy' has shape {proxy.shape} and dtype {proxy.dtype}, but it must be floating "
+                          f"[{n}, d] (one row per training row)")
+    if not np.all(np.isfinite(proxy)):
+        raise _fail(path, "'/proxy' holds NaN or infinite values")
+    mean = f["stats/mean"][...]
     comps = f["stats/pca_components"][...]
-    if f["stats/mean"].shape != (dim,) or comps.shape[1] != dim:
-        raise _fail(path, "its statistics do not match the data dimension")
-    gmm = {k: f[f"gmm/{k}"][...] for k in ("means", "stds", "weights")} if "gmm" in f else None
-    coarse = {k: f[f"coarse/{k}"][...] for k in f["coarse"]} if "coarse" in f else None
+    variances = f["stats/pca_variances"][...]
+    if mean.shape != (dim,):
+        raise _fail(path, f"'/stats/mean' has shape {mean.shape}, but the data dimension is {dim}")
+    if comps.ndim != 2 or comps.shape[1] != dim or comps.shape[0] > dim:
+        raise _fail(path, f"'/stats/pca_components' has shape {comps.shape}, but it must be [k, {dim}] with "
+                          f"k <= {dim}")
+    if variances.shape != (comps.shape[0],):
+        raise _fail(path, f"'/stats/pca_variances' has shape {variances.shape}, but there are {comps.shape[0]} "
+                          "PCA components")
+    for name, arr in (("stats/mean", mean), ("stats/pca_components", comps), ("stats/pca_variances", variances)):
+        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
+            raise _fail(path, f"'/{name}' is not an array of finite floating-point numbers")
+    if np.any(variances < 0):
+        raise _fail(path, "'/stats/pca_variances' holds negative variances")
+    residual = attrs.get("residual_variance", 0.0)
+    if isinstance(residual, bool) or not isinstance(residual, (int, float)) or not (math.isfinite(residual)
+                                                                                   and residual >= 0):
+        raise _fail(path, f"its residual_variance attribute {residual!r} is not a finite number >= 0")
+    basis = _proxy_basis(f, path, kind, shape, dim, proxy.shape[1])
+    labels = _labels(f, path, attrs, n, heldout.shape[0])
+    gmm = _gmm(f, path, dim)
+    coarse = _coarse(f, path, n, proxy.shape[1])
     return Index(
-        kind=str(attrs["kind"]),
+        kind=kind,
         shape=shape,
         images=images,
         heldout=heldout,
         proxy=proxy.astype(np.float32),
-        mean=f["stats/mean"][...].astype(np.float32),
+        mean=mean.astype(np.float32),
         pca_components=comps.astype(np.float32),
-        pca_variances=f["stats/pca_variances"][...].astype(np.float32),
-        residual_variance=float(attrs.get("residual_variance", 0.0)),
+        pca_variances=variances.astype(np.float32),
+        residual_variance=float(residual),
         attrs=attrs,
-        labels=f["labels"][...] if "labels" in f else None,
+        labels=labels,
         gmm=gmm,
         coarse=coarse,
-        proxy_basis=f["stats/proxy_basis"][...] if "stats/proxy_basis" in f else None,
+        proxy_basis=basis,
         path=path,
     )
+
+
+def _proxy_basis(f, path, kind, shape, dim, d):
+    """The vector proxy basis [D, d] (required for vectors); for images, checks that d is the pooled size."""
+    ds = _array(f, path, "stats/proxy_basis", required=kind == "vector")
+    if kind == "image":
+        from diffcli.index.proxy import pool_factor
+
+        c, h, w = shape
+        fac = pool_factor(h)
+        if w % fac or d != c * (h // fac) * (w // fac):
+            raise _fail(path, f"'/proxy' has {d} features per row, which do not match {c} x {h} x {w} images "
+                              f"pooled by {fac}")
+        return None if ds is None else ds[...]
+    basis = ds[...]
+    if basis.shape != (dim, d) or basis.dtype.kind != "f" or not np.all(np.isfinite(basis)):
+        raise _fail(path, f"'/stats/proxy_basis' has shape {basis.shape}, but it must be finite [{dim}, {d}]")
+    return basis
+
+
+def _labels(f, path, attrs, n, n_held):
+    labels = _array(f, path, "labels", required=False)
+    held = _array(f, path, "heldout_labels", required=False)
+    classes = attrs.get("classes")
+    count = len(classes) if isinstance(classes, list) and classes else None
+    out = []
+    for name, ds, rows in (("labels", labels, n), ("heldout_labels", held, n_held)):
+        if ds is None:
+            out.append(None)
+            continue
+        arr = ds[...]
+        _check_rows(path, name, arr, rows, "iu")
+        if len(arr) and (arr.min() < 0 or (count is not None and arr.max() >= count)):
+            top = f"0..{count - 1}" if count is not None else "0 or more"
+            raise _fail(path, f"'/{name}' holds class ids outside {top}")
+        out.append(arr)
+    return out[0]
+
+
+def _gmm(f, path, dim):
+    if "gmm" not in f:
+        return None
+    parts = {k: _array(f, path, f"gmm/{k}")[...] for k in ("means", "stds", "weights")}
+    k = parts["means"].shape[0] if parts["means"].ndim == 2 else -1
+    if (k < 1 or parts["means"].shape[1] != dim or parts["stds"].shape != (k,) or parts["weights"].shape != (k,)
+            or not all(np.all(np.isfinite(v)) for v in parts.values())):
+        raise _fail(path, f"its '/gmm' parameters are not finite means [K, {dim}], stds [K] and weights [K]")
+    return parts
+
+
+def _coarse(f, path, n, d):
+    """The coarse lists, checked: centroids [L, d], order a permutation of 0..N-1, offsets 0 = o_0 <= ... = N."""
+    if "coarse" not in f:
+        return None
+    cents, order, offsets = (_array(f, path, f"coarse/{k}")[...] for k in ("centroids", "order", "offsets"))
+    if cents.ndim != 2 or cents.shape[0] < 1 or cents.shape[1] != d or cents.dtype.kind != "f":
+        raise _fail(path, f"'/coarse/centroids' has shape {cents.shape}, but it must be floating [L, {d}] with L >= 1")
+    if not np.all(np.isfinite(cents)):
+        raise _fail(path, "'/coarse/centroids' holds NaN or infinite values")
+    _check_rows(path, "coarse/order", order, n, "iu")
+    if order.min() < 0 or order.max() >= n:
+        raise _fail(path, f"'/coarse/order' holds row ids outside 0..{n - 1}")
+    if not np.all(np.bincount(order.astype(np.int64), minlength=n) == 1):
+        raise _fail(path, f"'/coarse/order' is not a permutation of 0..{n - 1} (some rows repeat, others are missing)")
+    _check_rows(path, "coarse/offsets", offsets, cents.shape[0] + 1, "iu")
+    if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
+        raise _fail(path, f"'/coarse/offsets' must rise from 0 to {n} without falling")
+    return {"centroids": cents, "order": order, "offsets": offsets}
 
 
 def _plain(v):
