@@ -52,23 +52,23 @@ def roofline() -> dict:
 def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_queries: int, repeats: int,
              full_steps=None) -> dict:
     from diffcli.denoisers import build_denoiser
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import GoldenOptions, StreamOptions
     from diffcli.index import open_index
     from diffcli.index.build import ensure_index
     from diffcli.metrics.fidelity import per_sample_r2
-    from diffcli.pipeline import initial_noise, solver_keys
+    from diffcli.sample.batches import initial_noise, solver_keys
     from diffcli.schedules import get_schedule
 
     idx = open_index(ensure_index(spec, report=lambda m: print("  " + m, flush=True)))
     sigmas = get_schedule("vp-leading", 10)
-    opts = DenoiserOptions(sigmas=sigmas, base="pca-local", golden_k_min=k_min, golden_k_max=k_max)
+    opts = GoldenOptions(sigmas=sigmas, golden_base="pca-local", golden_k_min=k_min, golden_k_max=k_max)
     t0 = time.perf_counter()
     golden = build_denoiser("golden", idx, opts)
     build_golden = time.perf_counter() - t0
     # the same masks serve all three (built once): the tolerance mode (beyond the paper) and the full scan
     tol = dataclasses.replace(golden, tol=1e-3, k_min=1)
-    full = full_scan_like(golden, idx, opts)
-    emp = build_denoiser("empirical", idx, opts)
+    full = full_scan_like(golden, idx)
+    emp = build_denoiser("empirical", idx, StreamOptions())
     ids = np.arange(batch)
     x = float(sigmas[0]) * initial_noise(0, ids, idx.shape)
     keys = solver_keys(0, ids)
@@ -105,12 +105,13 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_q
             "r2_min_over_steps": min(r["r2_min"] for r in timed_rows)}
 
 
-def full_scan_like(golden, idx, opts):
+def full_scan_like(golden, idx):
     """The full-scan PCA-locality denoiser with golden's masks (as pca_local.build would make it)."""
+    from diffcli.denoisers.options import PcaLocalOptions
     from diffcli.denoisers.pca_local import PcaLocalDenoiser, class_chunks, pad_rows
 
     data = idx.train_data()
-    chunks = class_chunks(data.shape[1], golden.masks, min(opts.chunk_size, len(data)))
+    chunks = class_chunks(data.shape[1], golden.masks, min(PcaLocalOptions().chunk_size, len(data)))
     rows, ok = pad_rows(data, max(chunks))
     return PcaLocalDenoiser(jnp.asarray(rows), jnp.asarray(ok), golden.masks, chunks)
 
@@ -136,7 +137,7 @@ def vector_index(n: int, dim: int, seed: int = 0):
 
 def scaling(ns, dim: int, batch: int, k_min: int, k_max: int, repeats: int) -> list[dict]:
     from diffcli.denoisers.golden import build
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import GoldenOptions
     from diffcli.index.coarse import coarse_topk, exact_topk, recall
 
     out = []
@@ -149,8 +150,8 @@ def scaling(ns, dim: int, batch: int, k_min: int, k_max: int, repeats: int) -> l
         for sigma in (0.05, 2.0):
             x = x0 + sigma * jax.random.normal(jax.random.PRNGKey(1), x0.shape)
             for coarse in (False, True):
-                den = build(idx, DenoiserOptions(base="empirical", golden_k_min=k_min, golden_k_max=k_max,
-                                                 golden_coarse=coarse))
+                den = build(idx, GoldenOptions(golden_base="empirical", golden_k_min=k_min, golden_k_max=k_max,
+                                               golden_coarse=coarse))
                 _, t = timed(call, (den, x, jnp.float32(sigma), keys), repeats)
                 row[f"{'coarse' if coarse else 'exact'}_s_sigma{sigma}"] = t
             if sigma == 0.05:

@@ -81,7 +81,7 @@ def build(spec: str, home: str):
 
 
 def sample(denoiser, solver: str, sigmas, shape, n: int, seed: int = 0, batch: int = 256) -> np.ndarray:
-    from diffcli.pipeline import generate
+    from diffcli.sample.batches import generate
     from diffcli.solvers import get_solver
 
     run = generate(denoiser=denoiser, solver=get_solver(solver), sigmas=sigmas, shape=shape, ids=np.arange(n),
@@ -104,11 +104,11 @@ def measured(index, denoiser, split: str, examples: int, grid_points: int, seed:
 def gmm_case(ks, n: int, home: str) -> list[dict]:
     from diffcli.data.gmm import draw
     from diffcli.denoisers import build_denoiser
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import ContextOnly
     from diffcli.metrics.distribution import sliced_w2
 
     index = build("gmm:n=4000", home)
-    den = build_denoiser("gmm", index, DenoiserOptions())
+    den = build_denoiser("gmm", index, ContextOnly())
     curve, klub = measured(index, den, "heldout", 256, 40)
     g = index.gmm
     exact = draw(np.asarray(g["means"]), np.asarray(g["stds"]), np.asarray(g["weights"]), 2 * n,
@@ -129,7 +129,7 @@ def sample_coupled(denoiser, sigmas, shape, noise, batch: int = 64) -> np.ndarra
     import equinox as eqx
     import jax.numpy as jnp
 
-    from diffcli.pipeline import initial_noise, solver_keys
+    from diffcli.sample.batches import initial_noise, solver_keys
     from diffcli.solvers.ddpm import sample_ddpm
 
     run = eqx.filter_jit(sample_ddpm)
@@ -144,12 +144,12 @@ def sample_coupled(denoiser, sigmas, shape, noise, batch: int = 64) -> np.ndarra
 
 def image_case(spec: str, ks, n: int, ref_steps: int, home: str) -> list[dict]:
     from diffcli.denoisers import build_denoiser
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import StreamOptions
     from diffcli.schedules import get_schedule
     from diffcli.solvers.ddpm import coupled_noise
 
     index = build(spec, home)
-    den = build_denoiser("empirical", index, DenoiserOptions())
+    den = build_denoiser("empirical", index, StreamOptions())
     curve, klub = measured(index, den, "train", 128, 32)
     ref_sig = get_schedule("edm", ref_steps, sigma_min=LO, sigma_max=HI)
     grids = {k: peer_and_fitted(k, curve, klub) for k in ks}

@@ -42,11 +42,11 @@ out = {"devices": jax.device_count(), "seconds": min(times), "compile_s": compil
        "bytes_per_device": max(per_dev.values()), "bytes_real": data.nbytes}
 if a["index"]:  # golden (empirical base, sigma 2: a pool of about half the rows) on a real index
     from diffcli.denoisers import build_denoiser
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import GoldenOptions
     from diffcli.index import open_index
     idx = open_index(a["index"])
-    gold = build_denoiser("golden-sharded", idx, DenoiserOptions(base="empirical", golden_k_min=a["k_min"],
-                                                                 golden_k_max=a["k_max"]))
+    gold = build_denoiser("golden-sharded", idx, GoldenOptions(golden_base="empirical", golden_k_min=a["k_min"],
+                                                               golden_k_max=a["k_max"]))
     xg = jnp.asarray(idx.train_data()[: a["b"]].reshape(a["b"], *idx.shape))
     xg = xg + 2.0 * jax.random.normal(jax.random.PRNGKey(0), xg.shape)
     keys = jax.random.split(jax.random.PRNGKey(1), a["b"])

@@ -34,18 +34,17 @@ def run_one(args) -> None:
     import jax
 
     from diffcli.denoisers import denoiser_factory
+    from diffcli.denoisers.options import denoiser_options
     from diffcli.index import open_index
-    from diffcli.pipeline import generate
-    from diffcli.sampling import denoiser_options
+    from diffcli.sample.batches import generate
     from diffcli.schedules import get_schedule
     from diffcli.solvers import get_solver
 
     cfg = json.loads(args.settings)
     index = open_index(args.index)
     sigmas = get_schedule(cfg["schedule"], cfg["steps"])
-    settings = {"chunk_size": 2048, "seed": cfg["seed"], "base": "pca-local", "model": args.model,
-                **cfg.get("denoiser_options", {})}
-    den = denoiser_factory(args.one)(index, denoiser_options(settings, sigmas))
+    settings = {"model": args.model, **cfg.get("denoiser_options", {})}
+    den = denoiser_factory(args.one)(index, denoiser_options(args.one, settings, sigmas=sigmas, seed=cfg["seed"]))
     solver = get_solver(cfg["solver"])
     ids = np.arange(cfg["num_samples"])
     kw = dict(denoiser=den, solver=solver, sigmas=sigmas, shape=index.shape, seed=cfg["seed"],

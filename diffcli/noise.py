@@ -15,6 +15,8 @@ from diffcli.errors import UsageError
 DDPM_BETA_START = 1e-4
 DDPM_BETA_END = 0.02
 DDPM_STEPS = 1000
+SIGMA_MIN = 0.002  # the EDM range (Karras et al. 2022): every named schedule's default ends
+SIGMA_MAX = 80.0
 COSINE_OFFSET = 0.008  # Nichol & Dhariwal 2021, s in f(t) = cos^2((t + s) / (1 + s) * pi / 2)
 
 

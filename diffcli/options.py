@@ -16,16 +16,16 @@ _NUMBER = (int, float)
 
 
 def option(default, *, help: str, kind: type | tuple | None = None, choices: tuple | None = None, minimum=None,
-           maximum=None, positive: bool = False, metavar: str | None = None):
+           maximum=None, positive: bool = False, short: str | None = None):
     """A dataclass field that is also a command-line flag `--<name-with-dashes>`.
 
     kind: the Python type a value must have (bool, int, float, str); inferred from a non-None default.
     choices: the accepted strings. minimum / maximum / positive: bounds checked when the options object is made.
+    short: a one-letter alias such as "-n".
     """
     kind = kind or (type(default) if default is not None else str)
     meta = {"flag": True, "help": help, "kind": kind, "choices": choices, "minimum": minimum, "maximum": maximum,
-            "positive": positive,
-            "metavar": metavar}
+            "positive": positive, "short": short}
     return dataclasses.field(default=default, metadata=meta)
 
 

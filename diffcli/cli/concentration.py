@@ -21,7 +21,7 @@ def concentration(
     index: Annotated[str | None, Opt("--index", help="An index file from index-build (instead of --dataset).")] = None,
     root: Annotated[str | None, Opt("--root", help="Where a real dataset's files are.")] = None,
     denoiser: Annotated[str, Opt("--denoiser", help="Denoiser that drives the trajectories.")] = "golden",
-    base: Annotated[str, Opt("--base", help="golden: empirical|pca-local.")] = "pca-local",
+    golden_base: Annotated[str, Opt("--golden-base", help="The golden subset's base: pca-local or empirical.")] = "pca-local",
     schedule: Annotated[str, Opt("--schedule", help="Schedule name or JSON file.")] = "vp-leading",
     steps: Annotated[int, Opt("--steps", help="Sampling steps.")] = 10,
     num_samples: Annotated[int, Opt("--num-samples", "-n", help="Trajectories.")] = 16,
@@ -48,7 +48,7 @@ def concentration(
     path = index if index is not None else ensure_index(dataset or "digits", root=root, report=info)
     idx = open_index(path)
     prepare_out_dir(out, overwrite)
-    result = run_concentration(idx, denoiser=denoiser, base=base, schedule=schedule, steps=steps,
+    result = run_concentration(idx, denoiser=denoiser, base=golden_base, schedule=schedule, steps=steps,
                                num_samples=num_samples, seed=seed, golden_k_min=golden_k_min,
                                golden_k_max=golden_k_max, golden_tol=golden_tol, golden_nprobe=golden_nprobe,
                                mask_threshold=mask_threshold)

@@ -102,7 +102,7 @@ def _measure(dataset, index, root, denoiser, split, examples, n_noise, grid_poin
     import numpy as np
 
     from diffcli.denoisers import build_denoiser
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import denoiser_options
     from diffcli.errors import DiffcliError
     from diffcli.index import open_index
     from diffcli.schedules.fit import curve_grid
@@ -122,7 +122,7 @@ def _measure(dataset, index, root, denoiser, split, examples, n_noise, grid_poin
         raise DiffcliError(f"the index has {data.shape[0]} {split} examples; use --split train or another index.")
     rows = np.random.default_rng(seed).permutation(data.shape[0])[: min(examples, data.shape[0])]
     grid = curve_grid(lo, hi, grid_points)
-    den = build_denoiser(denoiser, idx, DenoiserOptions(sigmas=np.append(grid, 0.0), seed=seed))
+    den = build_denoiser(denoiser, idx, denoiser_options(denoiser, {}, sigmas=np.append(grid, 0.0), seed=seed))
     m = len(rows)
     total = n_noise * -(-m // min(batch_size, m))
     with Progress("loss curve", total) as bar:

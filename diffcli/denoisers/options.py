@@ -1,4 +1,8 @@
-"""Settings a denoiser factory may read; each factory uses the fields it needs and ignores the rest."""
+"""Each denoiser's own options (flag, default, help, check); `build(index, opts)` reads the fields it names.
+
+`sigmas` and `seed` are context, filled by the caller: the schedule the denoiser will be called on (for per-step
+precomputation) and the run's seed. This module imports no JAX, so the command line can list every flag cheaply.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,139 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffcli.errors import UsageError
+from diffcli.options import Options, context, option
+
+
+def chunk_size_option():
+    return option(2048, minimum=1, help="Index rows per streamed chunk.")
+
+
+def mask_threshold_option():
+    return option(None, kind=float, minimum=0.0,
+                  help="mask threshold on the Wiener gain (default: the dataset's preset).")
+
 
 @dataclass(frozen=True)
-class DenoiserOptions:
-    sigmas: np.ndarray | None = None  # the schedule the denoiser will be called on (for per-step precomputation)
-    chunk_size: int = 2048  # rows of the index per streamed chunk (empirical and friends)
+class ContextOnly(Options):
+    """A denoiser with no flags of its own (gmm, wiener)."""
+
+    sigmas: np.ndarray | None = context()
+    seed: int = context(0)
+
+
+@dataclass(frozen=True)
+class StreamOptions(Options):
+    """Full scans that stream the index in chunks (empirical and its sharded form, nearest)."""
+
+    chunk_size: int = chunk_size_option()
+    sigmas: np.ndarray | None = context()
+    seed: int = context(0)
+
+
+@dataclass(frozen=True)
+class PcaLocalOptions(Options):
+    chunk_size: int = chunk_size_option()
+    mask_threshold: float | None = mask_threshold_option()
+    sigmas: np.ndarray | None = context()
+    seed: int = context(0)
+
+
+@dataclass(frozen=True)
+class GoldenOptions(Options):
+    golden_base: str = option("pca-local", choices=("pca-local", "empirical"),
+                              help="the denoiser whose weights the golden subset restricts.")
+    golden_k_min: int | None = option(None, kind=int, minimum=1,
+                                      help="subset size at low noise (default: the dataset's preset).")
+    golden_k_max: int | None = option(None, kind=int, minimum=1,
+                                      help="subset size at high noise (default: the dataset's preset).")
+    golden_tol: float | None = option(None, kind=float, positive=True,
+                                      help="certified tail-mass tolerance; sizes the subset itself.")
+    golden_coarse: bool = option(False, help="the clustered (sublinear) coarse stage.")
+    golden_nprobe: int | None = option(None, kind=int, minimum=1,
+                                       help="clusters scanned by the coarse stage.")
+    mask_threshold: float | None = mask_threshold_option()
+    sigmas: np.ndarray | None = context()
+    seed: int = context(0)
+
+    @property
+    def base(self) -> str:
+        return self.golden_base
+
+
+@dataclass(frozen=True)
+class ElsOptions(Options):
+    els_patch_sizes: str | tuple | None = option(None, kind=(str, tuple),
+                                                 help="patch sizes, comma list from low to high noise.")
+    chunk_size: int = chunk_size_option()
+    sigmas: np.ndarray | None = context()
+    seed: int = context(0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "els_patch_sizes", parse_patch_sizes(self.els_patch_sizes))
+
+
+@dataclass(frozen=True)
+class NeuralOptions(Options):
+    model: str | None = option(None, kind=str, help="a model file written by diffcli train.")
+    sigmas: np.ndarray | None = context()
+    seed: int = context(0)
+
+    @property
+    def model_path(self) -> str | None:
+        return self.model
+
+
+def parse_patch_sizes(value) -> tuple[int, ...] | None:
+    """'3,5,7' or [3, 5, 7] -> (3, 5, 7); anything else is one sentence."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        sizes = tuple(int(str(v).strip()) for v in parts)
+    except ValueError:
+        raise UsageError(f"--els-patch-sizes '{value}' is not a comma-separated list of whole numbers.") from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--els-patch-sizes '{value}' needs one or more sizes of at least 1.")
+    return sizes
+
+
+DENOISER_OPTIONS = {
+    "empirical": StreamOptions,
+    "empirical-sharded": StreamOptions,
+    "gmm": ContextOnly,
+    "wiener": ContextOnly,
+    "pca-local": PcaLocalOptions,
+    "golden": GoldenOptions,
+    "golden-sharded": GoldenOptions,
+    "els": ElsOptions,
+    "ls": ElsOptions,
+    "nearest": StreamOptions,
+    "neural": NeuralOptions,
+}
+
+
+def denoiser_options(name: str, settings: dict, *, sigmas=None, seed: int = 0) -> Options:
+    """The options object of denoiser `name` from a settings dict (keys of other components are not read)."""
+    from diffcli.errors import unknown_choice
+
+    if name not in DENOISER_OPTIONS:
+        raise unknown_choice("denoiser", name, DENOISER_OPTIONS)
+    return DENOISER_OPTIONS[name].from_settings(settings, sigmas=sigmas, seed=seed)
+
+
+@dataclass(frozen=True)
+class DenoiserOptions:  # TEMPORARY: every field at once, until the call sites use their component's class
+    sigmas: np.ndarray | None = None
+    chunk_size: int = 2048
     seed: int = 0
-    base: str = "pca-local"  # golden: the denoiser whose weights it restricts
-    mask_threshold: float | None = None  # pca-local: None = the dataset's default
+    base: str = "pca-local"
+    mask_threshold: float | None = None
     golden_k_min: int | None = None
     golden_k_max: int | None = None
     golden_tol: float | None = None
-    golden_coarse: bool = False  # golden: use the clustered coarse stage of the index
+    golden_coarse: bool = False
     golden_nprobe: int | None = None
     els_patch_sizes: tuple[int, ...] | None = None
-    model_path: str | None = None  # neural: a trained model file
+    model_path: str | None = None

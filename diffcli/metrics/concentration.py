@@ -111,16 +111,16 @@ def run_concentration(index, *, denoiser: str = "golden", base: str = "pca-local
     """Sample `num_samples` trajectories with `denoiser` and return per-step concentration rows and their summary."""
     from diffcli.denoisers import build_denoiser
     from diffcli.denoisers.golden import GoldenDenoiser
-    from diffcli.denoisers.options import DenoiserOptions
-    from diffcli.pipeline import initial_noise, solver_keys
+    from diffcli.denoisers.options import GoldenOptions, denoiser_options
+    from diffcli.sample.batches import initial_noise, solver_keys
     from diffcli.schedules import get_schedule
 
     sigmas = np.asarray(get_schedule(schedule, steps), np.float64)
-    opts = DenoiserOptions(sigmas=sigmas, chunk_size=chunk_size, seed=seed, base=base, mask_threshold=mask_threshold,
-                           golden_k_min=golden_k_min, golden_k_max=golden_k_max, golden_tol=golden_tol,
-                           golden_nprobe=golden_nprobe)
-    den = build_denoiser(denoiser, index, opts)
-    golden = den if isinstance(den, GoldenDenoiser) else build_denoiser("golden", index, opts)
+    settings = dict(chunk_size=chunk_size, golden_base=base, mask_threshold=mask_threshold, golden_k_min=golden_k_min,
+                    golden_k_max=golden_k_max, golden_tol=golden_tol, golden_nprobe=golden_nprobe)
+    den = build_denoiser(denoiser, index, denoiser_options(denoiser, settings, sigmas=sigmas, seed=seed))
+    golden = den if isinstance(den, GoldenDenoiser) else build_denoiser(
+        "golden", index, GoldenOptions.from_settings(settings, sigmas=sigmas, seed=seed))
     ids = np.arange(num_samples)
     x_t = float(sigmas[0]) * initial_noise(seed, ids, index.shape)
     rows = concentration_along_trajectories(index, den, sigmas, x_t, solver_keys(seed, ids), golden=golden,

@@ -1,4 +1,4 @@
-"""The sampling pipeline: per-sample noise from (seed, i), fixed-size jitted batches, non-finite detection.
+"""The batched sampling loop: per-sample noise from (seed, i), fixed-size jitted batches, non-finite detection.
 
 Sample i starts from x_T = sigma_max * eps_i with eps_i drawn from fold_in(PRNGKey(seed), i), and its solver noise
 comes from its own key, so a sample is the same whatever the solver batch, batch size, shard or device count.
@@ -6,7 +6,6 @@ comes from its own key, so a sample is the same whatever the solver batch, batch
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -29,8 +28,16 @@ class SampleRun:
     aux: dict = field(default_factory=dict)
 
 
+def run_key(seed: int) -> jax.Array:
+    """The run's key from a seed in [0, 2^64): its two 32-bit words (equal to PRNGKey(seed) below 2^32)."""
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise DiffcliError(f"the seed must lie in [0, 2^64) (got {seed}).")
+    return jnp.array([seed >> 32, seed & 0xFFFFFFFF], dtype=jnp.uint32)
+
+
 def sample_key(seed: int, i):
-    return jax.random.fold_in(jax.random.PRNGKey(seed), i)
+    return jax.random.fold_in(run_key(seed), i)
 
 
 def initial_noise(seed: int, ids, shape) -> jax.Array:
@@ -43,12 +50,6 @@ def solver_keys(seed: int, ids) -> jax.Array:
     """One key per sample for the solver's and denoiser's randomness."""
     ids = jnp.asarray(ids, jnp.uint32)
     return jax.vmap(lambda i: jax.random.fold_in(sample_key(seed, i), 1))(ids)
-
-
-def accepted_options(solver, options: dict) -> dict:
-    """The options the solver's signature names (the CLI gathers every solver's options in one dict)."""
-    params = inspect.signature(solver).parameters
-    return {k: v for k, v in options.items() if k in params and v is not None}
 
 
 def shard_ids(n: int, shard: tuple[int, int] | None) -> np.ndarray:
@@ -81,8 +82,11 @@ def _run_batch(solver, options, denoiser, x_t, sigmas, keys):
 
 def generate(*, denoiser, solver, sigmas, shape, ids, seed: int, batch_size: int, solver_options=None,
              progress=None) -> SampleRun:
-    """Run `solver` over the samples `ids` in batches of `batch_size` (the last batch padded, one compile)."""
-    options = accepted_options(solver, solver_options or {})
+    """Run `solver` over the samples `ids` in batches of `batch_size` (the last batch padded, one compile).
+
+    `solver_options`: the solver's own options (the flag values of its options class).
+    """
+    options = dict(solver_options or {})
     sigmas_j = jnp.asarray(sigmas, jnp.float32)
     ids = np.asarray(ids)
     batch_size = max(1, min(batch_size, len(ids)))
