@@ -24,7 +24,7 @@ WORKER = textwrap.dedent(
     import equinox as eqx, jax, numpy as np
     from diffcli.parallel.denoiser import as_replicated
     from diffcli.parallel.distributed import host_row_range, host_sharded_denoiser, index_size
-    from diffcli.pipeline import to_host
+    from diffcli.sample.batches import to_host
     from diffcli.parallel.mesh import row_mesh
     mesh = row_mesh()
     den = host_sharded_denoiser(args["index"], mesh=mesh, chunk=16)

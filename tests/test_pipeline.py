@@ -2,20 +2,23 @@
 
 import jax
 import numpy as np
+from diffcli.sample.batches import generate, initial_noise, shard_ids, solver_keys
 
 from diffcli.denoisers.empirical import EmpiricalDenoiser
-from diffcli.pipeline import generate, initial_noise, shard_ids, solver_keys
 from diffcli.schedules import get_schedule
 from diffcli.solvers import get_solver
+from tests.helpers.tolerance import assert_close
 
 
 def test_noise_depends_on_seed_and_id_only():
     a = np.asarray(initial_noise(0, [0, 1, 2, 3], (1, 8, 8)))
     b = np.asarray(initial_noise(0, [2, 3], (1, 8, 8)))
-    np.testing.assert_array_equal(a[2:], b)
+    # ids [0..3] and [2, 3] are two compiled programs: the same noise up to a few float32 roundings of its size
+    assert_close(a[2:], b, dtype=np.float32, ulps=4)
     assert not np.allclose(np.asarray(initial_noise(1, [0], (1, 8, 8))), a[:1])
     k = solver_keys(0, [5, 6])
     assert not np.array_equal(np.asarray(jax.random.key_data(k[0])), np.asarray(jax.random.key_data(k[1])))
+    np.testing.assert_array_equal(jax.random.key_data(solver_keys(0, [6])[0]), jax.random.key_data(k[1]))  # keys: bits
 
 
 def test_shard_ids_partition_the_run():

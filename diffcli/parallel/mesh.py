@@ -38,3 +38,13 @@ def pad_rows(a: np.ndarray, total: int, fill=0) -> np.ndarray:
     out = np.full((total, *a.shape[1:]), fill, dtype=a.dtype)
     out[: len(a)] = a
     return out
+
+
+def spread_leading(x):
+    """Spread the leading axis of a traced array over the local devices when there are several (a 1-D mesh), so a
+    batched call of many points runs on all of them; with one device, or an axis they do not divide, x as it is."""
+    n = jax.local_device_count()
+    if n <= 1 or x.shape[0] % n:
+        return x
+    mesh = jax.make_mesh((n,), ("points",), axis_types=(AxisType.Auto,), devices=jax.local_devices())
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("points", *([None] * (x.ndim - 1)))))

@@ -1,12 +1,12 @@
-"""Shared pieces of the sigma-space samplers: the DDIM/DDPM exponential-integrator step, keys and batching."""
+"""Shared pieces of the sigma-space samplers: the DDIM/DDPM exponential-integrator step, keys and batched calls."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from diffcli.errors import UsageError
+from diffcli.parallel.mesh import spread_leading
 from diffcli.solvers.base import step_keys
 
 DENOISER_TAG = 1  # fold_in tag separating the denoiser's key of step j from the noise of step j
@@ -49,23 +49,13 @@ def points_keys(key, steps):
     return ks.reshape((-1,) + ks.shape[2:])
 
 
-def shard_rows(x):
-    """Spread the leading (points x batch) axis over local devices when there are several (1-D mesh)."""
-    n = jax.local_device_count()
-    if n <= 1 or x.shape[0] % n:
-        return x
-    mesh = jax.make_mesh((n,), ("points",), axis_types=(AxisType.Auto,), devices=jax.local_devices())
-    spec = PartitionSpec("points", *([None] * (x.ndim - 1)))
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-
-
 def call_points(denoiser, xs, sigmas, key, steps):
     """One batched call for P points: xs [P, B, ...], sigmas [P], steps [P] -> D [P, B, ...]."""
     p, b = xs.shape[:2]
-    flat = shard_rows(xs.reshape((p * b,) + xs.shape[2:]))
+    flat = spread_leading(xs.reshape((p * b,) + xs.shape[2:]))
     sig = jnp.repeat(jnp.asarray(sigmas, xs.dtype), b)
     d = denoiser(flat, sig, key=points_keys(key, steps))
-    return shard_rows(d.astype(xs.dtype)).reshape(xs.shape)
+    return spread_leading(d.astype(xs.dtype)).reshape(xs.shape)
 
 
 def check_sigmas(sigmas):
