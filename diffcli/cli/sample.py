@@ -39,7 +39,7 @@ def sample(
 ):
     """Draw samples and write OUT/samples.h5 (and OUT/grid.png for images).
 
-    Multi-host runs (--coordinator, --num-processes, --process-id, or a SLURM step of several tasks) shard the empirical denoiser's index over every device of every host; process 0 writes the output.
+    Multi-host runs (--coordinator or a SLURM step) shard the empirical index over every host; process 0 writes.
     """
     from diffcli.parallel.distributed import resolve_config, start
     from diffcli.sample.run import check_cluster_denoiser, run_sample
@@ -150,7 +150,8 @@ def option_parameters() -> list[inspect.Parameter]:
         panel = "Run" if not who else who.split(" or ")[0].split(" ")[0][2:].capitalize() + " options"
         default = "" if f.default is None or kind is bool else f" (default: {f.default})"
         text = m["help"][:1].upper() + m["help"][1:]
-        help_text = (text[:-1] + default + "." if default and text.endswith(".") else text) + (f" For {who}." if who else "")
+        text = text[:-1] + default + "." if default and text.endswith(".") else text
+        help_text = text + (f" For {who}." if who else "")
         opt = Opt(*decls, help=help_text, rich_help_panel=panel, show_default=False)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[kind | None, opt]))

@@ -110,7 +110,7 @@ def resolve_settings(explicit: dict, recipe: dict | None = None, *, notice=lambd
     merged = {**recipe, **explicit}
     run = RunOptions.from_settings(merged)
     classes = selected_classes(run)
-    applicable = {f.name for cls in classes.values() for f in flag_fields(cls)} | {f.name for f in flag_fields(RunOptions)}
+    applicable = {f.name for cls in (RunOptions, *classes.values()) for f in flag_fields(cls)}
     for name in explicit:
         if name not in applicable:
             chosen = ", ".join(f"--{kind} {getattr(run, kind)}" for kind in owner_kinds(name))
