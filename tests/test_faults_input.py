@@ -343,3 +343,63 @@ def test_index_attrs_checks_the_metadata(tiny_indexes, tmp_path):
         index_attrs(copy)
     with pytest.raises(DiffcliError, match="is a folder"):
         index_attrs(tmp_path)
+
+
+# --- schedule fits ---------------------------------------------------------------------------------------------------
+
+def _curve():
+    from diffcli.schedules.loss import LossCurve
+
+    sig = np.exp(np.linspace(np.log(80.0), np.log(0.002), 12))
+    return LossCurve(sig, 0.25 / (1 + 0.25 / sig**2) / 0.25, np.full(12, np.nan), None)
+
+
+def test_las_dynamic_programme_refuses_steps_beyond_its_memory():
+    from diffcli.schedules import las
+    from diffcli.schedules.fit import fit_schedule
+
+    with pytest.raises(UsageError) as exc:
+        fit_schedule(_curve(), method="las", steps=100000)
+    text = one_sentence(exc)
+    assert "--steps 100000" in text and "298 GiB" in text and "at most 8192 steps" in text, text
+    assert las.max_fit_steps("lambda") == 8192 and las.fit_memory(8192, "dp") <= 2 << 30
+    las.check_fit_memory(8192, "lambda")  # the largest that fits is accepted
+    with pytest.raises(UsageError, match="at most 8192"):
+        las.check_fit_memory(8193, "weighted")
+    with pytest.raises(UsageError, match="a grid of 9000 candidate sigmas"):
+        las.fit_las(_curve(), 10, grid_size=9000)
+    las.check_fit_memory(100000, "quantile")  # linear memory: large step counts are fine
+    with pytest.raises(UsageError, match="quantile placement"):
+        las.check_fit_memory(10**9, "quantile")
+    assert len(fit_schedule(_curve(), method="las", steps=10)["sigmas"]) == 11  # valid fits are unchanged
+
+
+def test_curve_grid_and_ays_pair_table_limits():
+    from diffcli.schedules.fit import curve_grid, fit_schedule, max_curve_points
+    from diffcli.schedules.loss import LossCurve
+
+    assert max_curve_points() == 9459
+    assert len(curve_grid(0.002, 80.0, 40)) == 40
+    with pytest.raises(UsageError, match="--grid-points 100000 would need about 224 GiB") as exc:
+        curve_grid(0.002, 80.0, 100000)
+    one_sentence(exc)
+    levels = max_curve_points() + 1
+    sig = np.exp(np.linspace(np.log(80.0), np.log(0.002), levels))
+    big = LossCurve(sig, 1 / (1 + 1 / sig**2), np.full(levels, np.nan), None)
+    with pytest.raises(UsageError, match=f"has {levels} noise levels"):
+        fit_schedule(big, method="ays", steps=10)
+
+
+def test_schedule_fit_cli_refuses_huge_steps(tmp_path):
+    from typer.testing import CliRunner
+
+    from diffcli.cli import app
+
+    log = tmp_path / "loss.csv"
+    sig = np.exp(np.linspace(np.log(80.0), np.log(0.002), 12))
+    log.write_text("sigma,loss\n" + "".join(f"{s},{1 / (1 + 1 / s**2)}\n" for s in sig))
+    res = CliRunner().invoke(app, ["schedule-fit", "--loss-file", str(log), "--steps", "100000",
+                                   "--out", str(tmp_path / "s.json")])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("diffcli: error: --steps 100000") and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.output and not (tmp_path / "s.json").exists()

@@ -8,16 +8,30 @@ import numpy as np
 
 from diffcli.errors import UsageError
 from diffcli.schedules import get_schedule
+from diffcli.schedules.grid import MEMORY_LIMIT, gib
 from diffcli.schedules.loss import LossCurve, smooth_in_gamma
 
 METHODS = ("las", "ays", "edm", "log-snr", "vp-leading", "cosine")
 OBJECTIVE = "J = 1/2 sum_k int_{gamma_k}^{gamma_{k+1}} [l(gamma_k) - l(gamma)] dgamma, l per dimension (LAS, derived rule)"
 
 
+# the G x G pair tables of a loss curve (AYS's KLUB), counted with their float64 copies
+PAIR_BYTES_PER_CELL = 24
+
+
+def max_curve_points(limit: int = MEMORY_LIMIT) -> int:
+    """The most noise levels a loss curve may have for its pair tables to fit in `limit` bytes."""
+    return math.isqrt(int(limit) // PAIR_BYTES_PER_CELL)
+
+
 def curve_grid(sigma_min: float, sigma_max: float, points: int) -> np.ndarray:
     """Where to measure the loss: log-uniform over [sigma_min, sigma_max], descending."""
     if int(points) < 4:
         raise UsageError(f"--grid-points must be at least 4 (got {points}).")
+    if int(points) > max_curve_points():
+        need = PAIR_BYTES_PER_CELL * int(points) ** 2
+        raise UsageError(f"--grid-points {points} would need about {gib(need)} for the loss curve's pair table, over "
+                         f"the {gib(MEMORY_LIMIT)} limit; use at most {max_curve_points()}.")
     return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), int(points)))
 
 
@@ -36,6 +50,11 @@ def fit_schedule(curve: LossCurve | None, *, method: str, steps: int, sigma_min:
         res = las.fit_las(curve, steps, sigma_min=sigma_min, sigma_max=sigma_max, rule=las_rule)
         out.update(sigmas=res["sigmas"], las_rule=las_rule)
     elif method == "ays":
+        levels = len(curve.sigma)
+        if levels > max_curve_points():
+            raise UsageError(f"the loss curve has {levels} noise levels, so AYS's pair table would need about "
+                             f"{gib(PAIR_BYTES_PER_CELL * levels**2)}, over the {gib(MEMORY_LIMIT)} limit; bin the "
+                             f"log to at most {max_curve_points()} noise levels.")
         if curve.pairs is not None:
             klub = ays.klub_from_pairs(curve.sigma, curve.pairs)
             out["klub"] = "monte carlo pairs E||D(x_s) - D(x_k)||^2 on one forward chain"

@@ -8,6 +8,13 @@ import numpy as np
 
 from diffcli.errors import UsageError
 
+MEMORY_LIMIT = 2 << 30  # bytes: a schedule fit refuses to build tables larger than this (2 GiB)
+
+
+def gib(nbytes: float) -> str:
+    """A byte count in GiB for messages (at least two significant digits)."""
+    return f"{nbytes / (1 << 30):.3g} GiB"
+
 
 def check_steps(steps) -> int:
     """A whole number of steps >= 1 (one-sentence usage error otherwise)."""

@@ -28,14 +28,47 @@ still unresolved where it starts (an earlier heuristic, kept for comparison).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from diffcli.errors import DiffcliError, UsageError
-from diffcli.schedules.grid import append_zero, check_range, check_steps
+from diffcli.schedules.grid import MEMORY_LIMIT, append_zero, check_range, check_steps, gib
 from diffcli.schedules.loss import LossCurve, smooth_in_gamma
 
 LAS_RULES = ("lambda", "weighted", "dp", "quantile")
+DP_RULES = ("lambda", "weighted", "dp")
 FINE_GRID = 512
+# peak memory of the dynamic programme on a G-point grid, measured: about four G x G float64 tables (the cost matrix
+# and its temporaries, the running sums, the back-pointers); the quantile rule keeps about ten float64 vectors of G
+DP_BYTES_PER_CELL = 32
+VECTOR_BYTES_PER_POINT = 80
+
+
+def fit_memory(grid_size: int, rule: str) -> int:
+    """Bytes a LAS fit needs at its peak on a grid of `grid_size` candidate sigmas."""
+    g = int(grid_size)
+    return DP_BYTES_PER_CELL * g * g if rule in DP_RULES else VECTOR_BYTES_PER_POINT * g
+
+
+def max_fit_steps(rule: str, limit: int = MEMORY_LIMIT) -> int:
+    """The most steps a LAS fit with `rule` can place within `limit` bytes (its grid has at least `steps` points)."""
+    if rule in DP_RULES:
+        return math.isqrt(int(limit) // DP_BYTES_PER_CELL)
+    return int(limit) // VECTOR_BYTES_PER_POINT
+
+
+def check_fit_memory(steps: int, rule: str, grid_size: int = FINE_GRID, limit: int = MEMORY_LIMIT) -> None:
+    """Refuse a LAS fit whose tables would not fit in `limit` bytes, saying how many steps would."""
+    size = max(int(grid_size), int(steps))
+    need = fit_memory(size, rule)
+    if need <= limit:
+        return
+    what = f"--steps {steps}" if size == int(steps) else f"a grid of {size} candidate sigmas"
+    how = "dynamic programme" if rule in DP_RULES else "quantile placement"
+    other = ", or --las-rule quantile, which needs far less memory" if rule in DP_RULES else ""
+    raise UsageError(f"{what} would need about {gib(need)} for the LAS {how} (--las-rule {rule}), over the "
+                     f"{gib(limit)} limit; use at most {max_fit_steps(rule, limit)} steps{other}.")
 
 
 def fine_grid(sigma_min: float, sigma_max: float, size: int = FINE_GRID) -> np.ndarray:
@@ -125,6 +158,7 @@ def fit_las(curve: LossCurve, steps, *, sigma_min=0.002, sigma_max=80.0, rule: s
     lo, hi = check_range(sigma_min, sigma_max)
     if rule not in LAS_RULES:
         raise UsageError(f"unknown LAS rule '{rule}'; choose from: {', '.join(LAS_RULES)}.")
+    check_fit_memory(n, rule, grid_size)
     smoothed = smooth_in_gamma(curve) if smooth else np.asarray(curve.loss, np.float64)
     if n == 1:
         return {"sigmas": append_zero([hi]), "objective": 0.0, "loss_smoothed": smoothed}
