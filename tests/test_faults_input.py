@@ -403,3 +403,99 @@ def test_schedule_fit_cli_refuses_huge_steps(tmp_path):
     assert res.exit_code == 2, res.output
     assert res.stderr.startswith("diffcli: error: --steps 100000") and len(res.stderr.strip().splitlines()) == 1
     assert "Traceback" not in res.output and not (tmp_path / "s.json").exists()
+
+
+# --- evaluate --------------------------------------------------------------------------------------------------------
+
+def _set_attr(key, value):
+    return lambda f: f.attrs.__setitem__(key, value)
+
+
+def _set_data(key, value):
+    def change(f):
+        del f[key]
+        f[key] = value
+
+    return change
+
+
+SAMPLE_FAULTS = [
+    ("nan", None, "holds 1 of 6 samples with NaN or infinite values (the first is sample id 2)"),
+    ("empty", None, "holds no samples"),
+    ("bad json", _set_attr("settings_json", "{not json"), "settings_json attribute that is not valid JSON"),
+    ("json list", _set_attr("settings_json", "[1, 2]"), "not a JSON object of settings"),
+    ("json number", _set_attr("settings_json", 5), "settings_json attribute that is not text"),
+    ("seed text", _set_attr("settings_json", '{"seed": "zero"}'), "records the seed 'zero'"),
+    ("ids short", _set_data("ids", np.arange(3)), "has 3 sample ids of dtype int64 for 6 samples"),
+    ("ids repeated", _set_data("ids", np.zeros(6, np.int64)), "repeats sample ids"),
+    ("samples 1-D", _set_data("samples", np.zeros(6, np.float32)), "holds samples of shape (6,)"),
+]
+
+
+@pytest.fixture(scope="module")
+def sample_files(tiny_indexes, tmp_path_factory):
+    import shutil
+
+    import h5py
+
+    from diffcli.io.samples import write_samples
+
+    d = tmp_path_factory.mktemp("faults-samples")
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 1, 8, 8)).astype(np.float32)
+    paths = {}
+    for name, arr in (("ok", x), ("nan", np.where(np.arange(6)[:, None, None, None] == 2, np.nan, x)), ("empty", x[:0])):
+        paths[name] = str(d / f"{name}.h5")
+        write_samples(paths[name], samples=arr, noise=arr, ids=np.arange(len(arr)), settings={"seed": 0},
+                      sigmas=[80.0, 0.0])
+    for label, change, _ in SAMPLE_FAULTS:
+        if change is not None:
+            paths[label] = str(d / f"{label.replace(' ', '-')}.h5")
+            shutil.copy(paths["ok"], paths[label])
+            with h5py.File(paths[label], "a") as f:
+                change(f)
+    return paths
+
+
+@pytest.mark.parametrize("label, change, words", SAMPLE_FAULTS, ids=[c[0] for c in SAMPLE_FAULTS])
+@pytest.mark.parametrize("against", ["index", "reference"])
+def test_evaluate_refuses_unusable_samples_in_one_sentence(sample_files, tiny_indexes, label, change, words, against):
+    from typer.testing import CliRunner
+
+    from diffcli.cli import app
+
+    extra = ["--index", tiny_indexes["image"]] if against == "index" else ["--reference", sample_files["ok"]]
+    res = CliRunner().invoke(app, ["evaluate", sample_files[label], *extra, "--json"])
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diffcli: error: samples file '") and words in lines[0], lines
+    assert "Traceback" not in res.output and res.stdout == ""
+
+
+def test_evaluate_refuses_a_nan_reference_and_a_missing_seed(sample_files, tmp_path):
+    import shutil
+
+    import h5py
+    from typer.testing import CliRunner
+
+    from diffcli.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", sample_files["ok"], "--reference", sample_files["nan"]])
+    assert res.exit_code == 1 and "reference file '" in res.stderr and "NaN" in res.stderr
+    no_settings = tmp_path / "no-settings.h5"
+    shutil.copy(sample_files["ok"], no_settings)
+    with h5py.File(no_settings, "a") as f:
+        del f.attrs["settings_json"]
+    res = runner.invoke(app, ["evaluate", str(no_settings), "--reference", sample_files["ok"]])
+    assert res.exit_code == 1 and "records no seed setting" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_library_checks_its_inputs(sample_files):
+    from diffcli.io.samples import read_samples
+    from diffcli.metrics.evaluate import evaluate
+
+    ok, bad = read_samples(sample_files["ok"]), read_samples(sample_files["nan"])
+    assert evaluate(ok, reference=ok)["n_samples"] == 6
+    with pytest.raises(DiffcliError, match="the reference holds 1 of 6 samples with NaN"):
+        evaluate(ok, reference=bad)

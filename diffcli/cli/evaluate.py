@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from diffcli.cli import app
 from diffcli.cli.common import command, emit_json, info
-from diffcli.errors import UsageError
+from diffcli.errors import DiffcliError, UsageError
 
 DEFAULT_SUBCOMMAND = "samples"
 
@@ -48,15 +48,14 @@ def evaluate_samples(
 ):
     """Evaluate OUT/samples.h5 against a reference run and/or the training set."""
     from diffcli.index import open_index
-    from diffcli.io.samples import read_samples
     from diffcli.metrics.evaluate import evaluate, scalar_results
 
     if index is not None and dataset is not None:
         raise UsageError("give --index or --dataset, not both.")
     if max_reference < 2:
         raise UsageError("--max-reference must be at least 2.")
-    s = read_samples(samples)
-    ref = read_samples(reference) if reference is not None else None
+    s = _read_checked(samples, "samples", need_seed=reference is not None)
+    ref = _read_checked(reference, "reference", need_seed=True) if reference is not None else None
     idx = None
     index_path = index or (_default_index(dataset, root) if dataset is not None else None)
     if index_path is not None:
@@ -79,6 +78,25 @@ def evaluate_samples(
         emit_json(scalars)
     else:
         print_table(scalars)
+
+
+def _read_checked(path: str, role: str, *, need_seed: bool) -> dict:
+    """A samples file read and checked for what metrics need; a broken settings attribute is one sentence."""
+    import json
+
+    from diffcli.io.samples import read_samples
+    from diffcli.metrics.evaluate import check_samples
+
+    try:
+        s = read_samples(path)
+    except json.JSONDecodeError:
+        raise DiffcliError(f"{role} file '{path}' has a settings_json attribute that is not valid JSON.") from None
+    except TypeError:
+        raise DiffcliError(f"{role} file '{path}' has a settings_json attribute that is not text.") from None
+    except (KeyError, ValueError):
+        raise DiffcliError(f"{role} file '{path}' is damaged: its arrays or attributes could not be read.") from None
+    check_samples(s, f"{role} file '{path}'", need_seed=need_seed)
+    return s
 
 
 def _default_index(dataset: str, root: str | None) -> str:

@@ -12,6 +12,38 @@ from diffcli.metrics import distribution, fidelity, frechet, gaussian, memorisat
 FEATURE_SIGMA = 0.05  # the reference network sees clean samples at a low noise level when giving features
 
 
+def check_samples(s: dict, name: str, *, need_seed: bool = False) -> None:
+    """Refuse a samples dict that metrics cannot use (no rows, NaN, ids that do not fit, broken settings).
+
+    `name` says which file in the sentence (e.g. "samples file 'OUT/samples.h5'"); `need_seed`: the rows are matched
+    to a reference run, so the seed setting must be recorded.
+    """
+    x = np.asarray(s["samples"])
+    if x.ndim < 2 or x.dtype.kind not in "fiu":
+        raise DiffcliError(f"{name} holds samples of shape {x.shape} and dtype {x.dtype}, not numeric rows [n, ...].")
+    if len(x) == 0:
+        raise DiffcliError(f"{name} holds no samples.")
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    ids = np.asarray(s["ids"])
+    if bad.any():
+        first = ids[np.argmax(bad)] if ids.shape == (len(x),) else int(np.argmax(bad))
+        raise DiffcliError(f"{name} holds {int(bad.sum())} of {len(x)} samples with NaN or infinite values "
+                           f"(the first is sample id {first}).")
+    if ids.ndim != 1 or len(ids) != len(x) or ids.dtype.kind not in "iu":
+        raise DiffcliError(f"{name} has {ids.shape[0] if ids.ndim else 0} sample ids of dtype {ids.dtype} for "
+                           f"{len(x)} samples; it needs one whole-number id per sample.")
+    if len(np.unique(ids)) != len(ids):
+        raise DiffcliError(f"{name} repeats sample ids, so its rows cannot be told apart.")
+    settings = s.get("settings")
+    if not isinstance(settings, dict):
+        raise DiffcliError(f"{name} has a settings_json attribute that is not a JSON object of settings.")
+    seed = settings.get("seed")
+    if seed is None and need_seed:
+        raise DiffcliError(f"{name} records no seed setting, so its rows cannot be matched to another run's noise.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise DiffcliError(f"{name} records the seed {seed!r}, which is not a whole number.")
+
+
 def match_by_ids(a: dict, b: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of two sample files that share an id (same seed and sample index): (ids, a rows, b rows)."""
     common, ia, ib = np.intersect1d(a["ids"], b["ids"], return_indices=True)
@@ -77,6 +109,9 @@ def feature_space(x, ref, index, *, model=None, features=None, pca_k: int = 64):
 def evaluate(samples: dict, *, reference: dict | None = None, index=None, model: str | None = None,
              features: str | None = None, max_reference: int = 5000, seed: int = 0) -> dict:
     """All metrics the inputs allow; scalar results at the top level, arrays under "arrays" (not for JSON)."""
+    check_samples(samples, "the samples", need_seed=reference is not None)
+    if reference is not None:
+        check_samples(reference, "the reference", need_seed=True)
     x = np.asarray(samples["samples"], np.float32)
     images = x.ndim == 4
     out: dict = {"n_samples": int(len(x)), "arrays": {}}
