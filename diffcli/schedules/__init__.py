@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from diffcli.errors import UsageError, unknown_choice
+from diffcli.noise import SIGMA_MAX, SIGMA_MIN
 from diffcli.registry import resolve
 
 SCHEDULES = {
@@ -28,7 +29,7 @@ def looks_like_path(text: str) -> bool:
     return text.lower().endswith(".json") or os.sep in text or (os.altsep is not None and os.altsep in text)
 
 
-def get_schedule(name_or_path: str, steps, *, sigma_min=0.002, sigma_max=80.0, rho=7.0) -> np.ndarray:
+def get_schedule(name_or_path: str, steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=7.0) -> np.ndarray:
     """The sigma grid of a registered schedule name, or of a JSON schedule file (steps None or matching)."""
     if not isinstance(name_or_path, str) or not name_or_path:
         raise UsageError("--schedule needs a schedule name or a JSON file path.")

@@ -20,13 +20,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from diffcli.noise import SIGMA_MAX, SIGMA_MIN
 from diffcli.schedules.grid import append_zero, check_range, check_steps, pin_endpoints
 
 CANDIDATES = 11
 START_STEPS = 10
 
 
-def get_sigmas_ays_gaussian(steps, *, c: float, sigma_min=0.002, sigma_max=80.0) -> np.ndarray:
+def get_sigmas_ays_gaussian(steps, *, c: float, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX) -> np.ndarray:
     """AYS closed form for isotropic Gaussian data of std c: arctan(sigma_i / c) linear in i, then 0."""
     n = check_steps(steps)
     lo, hi = check_range(sigma_min, sigma_max)
@@ -88,7 +89,7 @@ def loglinear_resize(sigmas: np.ndarray, n: int) -> np.ndarray:
     return np.exp(np.interp(np.linspace(0.0, 1.0, n), x, np.log(sigmas)))
 
 
-def fit_ays(objective: Callable[[np.ndarray], float], steps, *, sigma_min=0.002, sigma_max=80.0,
+def fit_ays(objective: Callable[[np.ndarray], float], steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
             init: Callable[..., np.ndarray] | None = None, start_steps: int = START_STEPS) -> dict:
     """AYS: optimise at min(steps, 10) steps from the EDM grid, subdivide and re-optimise, then resize to `steps`."""
     n = check_steps(steps)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from diffcli.errors import UsageError
+from diffcli.noise import SIGMA_MAX, SIGMA_MIN
 from diffcli.schedules.grid import append_zero, check_range, check_steps, pin_endpoints
 
 
-def get_sigmas_edm(steps, *, sigma_min=0.002, sigma_max=80.0, rho=7.0, **_) -> np.ndarray:
+def get_sigmas_edm(steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=7.0, **_) -> np.ndarray:
     """Karras et al. 2022 eq. 5: sigma_i = (s_max^{1/rho} + i/(N-1) (s_min^{1/rho} - s_max^{1/rho}))^rho, then 0."""
     n = check_steps(steps)
     lo, hi = check_range(sigma_min, sigma_max)

@@ -6,10 +6,11 @@ import numpy as np
 
 from diffcli import noise
 from diffcli.errors import UsageError
+from diffcli.noise import SIGMA_MAX, SIGMA_MIN
 from diffcli.schedules.grid import append_zero, check_range, check_steps, pin_endpoints
 
 
-def get_sigmas_log_snr(steps, *, sigma_min=0.002, sigma_max=80.0, **_) -> np.ndarray:
+def get_sigmas_log_snr(steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, **_) -> np.ndarray:
     """Uniform in log sigma (= log-SNR; DPM-Solver, k-diffusion 'exponential'), then 0."""
     n = check_steps(steps)
     lo, hi = check_range(sigma_min, sigma_max)
@@ -30,7 +31,7 @@ def get_sigmas_vp_leading(steps, **_) -> np.ndarray:
     return append_zero(noise.ddpm_sigmas()[t])
 
 
-def get_sigmas_cosine(steps, *, sigma_min=0.002, sigma_max=80.0, **_) -> np.ndarray:
+def get_sigmas_cosine(steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, **_) -> np.ndarray:
     """Uniform in the time of the cosine VP schedule (Nichol & Dhariwal 2021) between sigma_max and sigma_min, then 0."""
     n = check_steps(steps)
     lo, hi = check_range(sigma_min, sigma_max)

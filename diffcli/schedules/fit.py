@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from diffcli.errors import UsageError
+from diffcli.noise import SIGMA_MAX, SIGMA_MIN
 from diffcli.schedules import get_schedule
 from diffcli.schedules.grid import MEMORY_LIMIT, gib
 from diffcli.schedules.loss import LossCurve, smooth_in_gamma
@@ -35,8 +36,8 @@ def curve_grid(sigma_min: float, sigma_max: float, points: int) -> np.ndarray:
     return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), int(points)))
 
 
-def fit_schedule(curve: LossCurve | None, *, method: str, steps: int, sigma_min: float = 0.002,
-                 sigma_max: float = 80.0, rho: float = 7.0, las_rule: str = "lambda") -> dict:
+def fit_schedule(curve: LossCurve | None, *, method: str, steps: int, sigma_min: float = SIGMA_MIN,
+                 sigma_max: float = SIGMA_MAX, rho: float = 7.0, las_rule: str = "lambda") -> dict:
     """{"sigmas", "method", "objective", "objective_name", ...} for any method; LAS/AYS need a curve."""
     from diffcli.schedules import ays, las
 

@@ -1,29 +1,9 @@
-"""Loss-Adaptive Schedules (LAS; Aghapour, Bayraktar & Zhang, arXiv 2601.21943).
+"""Loss-adaptive schedules (LAS; Aghapour, Bayraktar & Zhang 2026), the rule derived in docs/las.md.
 
-LABEL: the paper's exact rule could not be read; this is the rule DERIVED in spec/schedules.md from the identity the
-paper names. With gamma = 1/sigma^2 and l the x0-prediction loss curve (l >= mmse, equal for the exact denoiser),
-the first-order stochastic sampler's discretisation KL is
-    J = 1/2 sum_k int_{gamma_k}^{gamma_{k+1}} [l(gamma_k) - l(gamma)] dgamma,
-and LAS places the K positive sigmas (sigma_max and sigma_min fixed) to minimise J: exactly by dynamic programming
-over a fine grid (rule "dp"), or at the quantiles of C(gamma) = int sqrt|l'| (rule "quantile", the continuum
-optimum, J ~ C_total^2 / (4 (K - 1))). The final jump sigma_min -> 0 is the same for every schedule and is left out.
-
-J is the path-space (Girsanov) KL. It charges an error made when almost all of the signal is already resolved
-(low noise) in full, although such errors barely move the law of the output; so the J-optimal grid spends most of
-its steps at low noise and loses to EDM on the exact output KL (Gaussian data, K = 10: 11.1 nats against 6.0).
-
-Rule "lambda" (the default) minimises, by the same exact dynamic programme,
-    J_lambda = 1/2 sum_k int_{lambda_k}^{lambda_{k+1}} [l(lambda_k) - l(lambda)] dlambda,   lambda = log gamma,
-the same mismatch E||D(x_lambda) - D(x_{lambda_k})||^2 (= l(lambda_k) - l(lambda)) integrated against
-dlambda = dgamma / gamma instead of dgamma: in data units, where J measures it relative to the noise variance
-sigma^2 = 1/gamma. A step's first-order update moves x by (1 - sigma_{k+1}/sigma_k) ~ dlambda/2 times D, so a
-mismatch in D moves the sample by that much whatever the noise level; J's extra factor gamma is what crowds its
-steps at low noise. Measured, not proven: on Gaussian data its exact output KL is below every peer's at every K for
-both first-order samplers (K = 5: 5.8 nats ddpm / 3.2 ddim, against EDM 29.1 / 13.8 and log-SNR 21.0 / 10.9;
-tests/test_las.py), and it places steps through the band where a mixture's sample picks its component, which
-J-type rules jump over (gamma spans < 5 there against 2.5e5 on the whole grid).
-Rule "weighted" minimises J with each interval's term discounted by l(gamma_k) / l(gamma_0), the share of the loss
-still unresolved where it starts (an earlier heuristic, kept for comparison).
+The K positive sigmas (sigma_max and sigma_min fixed) minimise a step-mismatch functional of the loss curve l, made
+monotone first: exactly, by dynamic programming over a fine grid ("lambda": the mismatch per unit of log-SNR, the
+default; "dp": J, the path-space KL in gamma = 1/sigma^2; "weighted": J discounted by the unresolved loss), or at the
+quantiles of int sqrt|l'| dgamma ("quantile", J's continuum optimum).
 """
 
 from __future__ import annotations
@@ -33,6 +13,7 @@ import math
 import numpy as np
 
 from diffcli.errors import DiffcliError, UsageError
+from diffcli.noise import SIGMA_MAX, SIGMA_MIN
 from diffcli.schedules.grid import MEMORY_LIMIT, append_zero, check_range, check_steps, gib
 from diffcli.schedules.loss import LossCurve, smooth_in_gamma
 
@@ -151,7 +132,7 @@ def schedule_objective(sigmas, curve_sigma, curve_loss) -> float:
     return total
 
 
-def fit_las(curve: LossCurve, steps, *, sigma_min=0.002, sigma_max=80.0, rule: str = "lambda",
+def fit_las(curve: LossCurve, steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rule: str = "lambda",
             grid_size: int = FINE_GRID, smooth: bool = True) -> dict:
     """LAS schedule (derived rule, see module doc) from a loss curve: {"sigmas", "objective", "loss_smoothed"}."""
     n = check_steps(steps)
