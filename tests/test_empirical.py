@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffcli.denoisers.empirical import EmpiricalDenoiser, accumulate, chunk_logits, empty_partials, merge
+from diffcli.denoisers.empirical import EmpiricalDenoiser, chunk_logits
+from diffcli.denoisers.softmax import empty, finish, fold, merge
 
 
 def reference(x, data, sigma):
@@ -55,11 +56,10 @@ def test_merge_of_partials_is_exact(data):
     half = 0.5 * jnp.sum(xs * xs, axis=1)
 
     def part(lo, hi):
-        return accumulate(empty_partials(3, 16), chunk_logits(x, xs[lo:hi], half[lo:hi], inv), xs[lo:hi])
+        return fold(empty((3,), (16,)), chunk_logits(x, xs[lo:hi], half[lo:hi], inv), xs[lo:hi])
 
     whole, merged = part(0, 300), merge(part(0, 120), part(120, 300))
-    np.testing.assert_allclose(np.asarray(merged.acc / merged.s[:, None]), np.asarray(whole.acc / whole.s[:, None]),
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(finish(merged)), np.asarray(finish(whole)), atol=1e-6)
 
 
 def test_images_keep_their_shape_and_jit_does_not_recompile(digits_index):

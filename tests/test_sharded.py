@@ -136,7 +136,7 @@ def test_lse_merge_is_exact_for_any_split():
     """Splitting the rows anywhere and merging the partials gives the unsplit softmax (float64 reference)."""
     import jax.numpy as jnp
 
-    from diffcli.denoisers.empirical import Partials
+    from diffcli.denoisers.softmax import finish, merge
     from diffcli.parallel.search import local_partials
 
     rng = np.random.default_rng(3)
@@ -150,12 +150,10 @@ def test_lse_merge_is_exact_for_any_split():
     # An all-padding part must contribute nothing (and no NaN).
     c, h = layout_rows(np.zeros((0, 5), np.float32), geometry(1, 1, 4))
     parts.append(local_partials(jnp.asarray(x), jnp.asarray(c), jnp.asarray(h), inv_var))
-    m = jnp.max(jnp.stack([p.m for p in parts]), 0)
-    sc = [jnp.where(jnp.isfinite(p.m), jnp.exp(p.m - m), 0.0) for p in parts]
-    pairs = list(zip(parts, sc, strict=True))
-    merged = Partials(m, sum(p.s * s for p, s in pairs), sum(p.acc * s[:, None] for p, s in pairs))
-    np.testing.assert_allclose(np.asarray(merged.acc / merged.s[:, None]), posterior_mean64(x, data, 0.2),
-                               atol=1e-5, rtol=1e-5)
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = merge(merged, p)
+    np.testing.assert_allclose(np.asarray(finish(merged)), posterior_mean64(x, data, 0.2), atol=1e-5, rtol=1e-5)
 
 
 def test_registry_builds_the_sharded_denoiser(digits_index):

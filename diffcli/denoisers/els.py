@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls
 from diffcli.denoisers.masks import band_index, band_sigmas
-from diffcli.denoisers.pca_local import chunk_rows
+from diffcli.denoisers.rows import chunk_rows
 from diffcli.errors import UsageError
 
 # Kamb & Ganguli's schedule calibrated on a CIFAR-10 U-Net, low -> high noise over 20 steps
@@ -53,24 +54,6 @@ def stretch(sizes, count: int) -> np.ndarray:
     return sizes[np.round(np.linspace(0, len(sizes) - 1, count)).astype(int)]
 
 
-class LocalPartials(eqx.Module):
-    """Per-pixel running (max logit, sum of exp, weighted sum of centre pixels [P, C])."""
-
-    m: jax.Array
-    s: jax.Array
-    acc: jax.Array
-
-
-def fold(p: LocalPartials, logits, centres) -> LocalPartials:
-    """logits [P, M] over M candidates with centre values centres [P, M, C] (or [M, C] shared by all pixels)."""
-    m_new = jnp.maximum(p.m, logits.max(axis=1))
-    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-    scale = jnp.exp(p.m - m_safe)
-    w = jnp.exp(logits - m_safe[:, None])
-    add = w @ centres if centres.ndim == 2 else jnp.einsum("pm,pmc->pc", w, centres)
-    return LocalPartials(m_new, p.s * scale + w.sum(axis=1), p.acc * scale[:, None] + add)
-
-
 class LocalScoreDenoiser(AbstractDenoiser):
     """ELS (equivariant=True) or LS (equivariant=False) over training images streamed in chunks."""
 
@@ -84,7 +67,7 @@ class LocalScoreDenoiser(AbstractDenoiser):
     def _one(self, x, sigma, kh: int, kw: int):
         c, h, w = x.shape
         inv2var = 0.5 / jnp.square(sigma)
-        p0 = LocalPartials(jnp.full((h * w,), -jnp.inf), jnp.zeros((h * w,)), jnp.zeros((h * w, c)))
+        p0 = softmax.empty((h * w,), (c,))
         if self.equivariant:
             qp = patches(x, kh, kw)
             q2 = jnp.sum(qp * qp, axis=1)
@@ -97,18 +80,18 @@ class LocalScoreDenoiser(AbstractDenoiser):
                 real = jnp.repeat(ok, h * w)
                 logits = jnp.where(real[None, :], -d * inv2var, -jnp.inf)
                 centres = imgs.transpose(0, 2, 3, 1).reshape(-1, c)
-                return fold(p, logits, centres), None
+                return softmax.fold(p, logits, centres), None
         else:
 
             def body(p, chunk):
                 imgs, ok = chunk
                 d = box_sum(jnp.sum(jnp.square(imgs - x[None]), axis=1), kh, kw).reshape(imgs.shape[0], -1)
-                logits = jnp.where(ok[:, None], -d * inv2var, -jnp.inf).T  # [HW, Cn]
-                centres = imgs.transpose(2, 3, 0, 1).reshape(h * w, imgs.shape[0], c)
-                return fold(p, logits, centres), None
+                logits = jnp.where(ok[:, None], -d * inv2var, -jnp.inf)  # [Cn, HW]
+                centres = imgs.transpose(0, 2, 3, 1).reshape(imgs.shape[0], h * w, c)
+                return softmax.fold_each(p, logits, centres, axis=0), None
 
         p, _ = jax.lax.scan(body, p0, (self.chunks, self.row_ok))
-        return (p.acc / p.s[:, None]).T.reshape(c, h, w)
+        return softmax.finish(p).T.reshape(c, h, w)
 
     @exact_matmuls
     def __call__(self, x, sigma, *, key=None):

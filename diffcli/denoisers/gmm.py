@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, exact_matmuls, flatten
 from diffcli.errors import DiffcliError, UsageError
 
@@ -21,7 +22,7 @@ def responsibilities(x, sigma, means, stds, log_weights):
     # ||x - m||^2 by expansion: one matmul; the ||x||^2 term is identical for components of equal variance
     sq = (jnp.sum(x * x, axis=1)[:, None] - 2.0 * x @ means.T + jnp.sum(means * means, axis=1)[None, :])
     logits = log_weights[None, :] - 0.5 * dim * jnp.log(var) - 0.5 * jnp.maximum(sq, 0.0) / var
-    return jax.nn.softmax(logits, axis=1), var
+    return softmax.weights(logits, axis=1), var
 
 
 class GMMDenoiser(AbstractDenoiser):

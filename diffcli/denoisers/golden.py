@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.denoisers.pca_local import PixelMasks, masked_posterior_mean, masks_for, rows_per_chunk
+from diffcli.denoisers.rows import pad_rows
 from diffcli.denoisers.subset import check_sizes, default_sizes, golden_sizes, smallest_k_for_tol, tail_bounds
 from diffcli.errors import UsageError
 from diffcli.index.coarse import CoarseSearch
@@ -112,7 +114,7 @@ class GoldenDenoiser(AbstractDenoiser):
         inv2var = 0.5 / jnp.square(sigma)
         if self.base == "empirical":
             logits = jnp.where(keep, -(d_sorted - d_sorted[0]) * inv2var, -jnp.inf)
-            return jax.nn.softmax(logits) @ rows
+            return softmax.finish(softmax.fold(softmax.empty((), rows.shape[1:]), logits, rows))
 
         def branch(cls: int, band):
             chunk = subset_chunk(self, rows.shape[1], cls)
@@ -349,8 +351,6 @@ def golden_parts(index, opts) -> tuple[dict, dict]:
 
 def build(index, opts) -> GoldenDenoiser:
     rows, rest = golden_parts(index, opts)
-    n, dim = rows["data"].shape
-    padded = np.zeros((-(-n // DIAG_CHUNK) * DIAG_CHUNK, dim), np.float32)
-    padded[:n] = rows["data"]
+    padded, _ = pad_rows(rows["data"], DIAG_CHUNK)
     return GoldenDenoiser(data=jnp.asarray(padded), proxy=jnp.asarray(rows["proxy"]),
                           half_psq=jnp.asarray(rows["half_psq"]), **rest)

@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.denoisers.masks import band_index, build_masks, default_threshold, pad_lists
+from diffcli.denoisers.rows import pad_rows, split_chunks
 from diffcli.errors import UsageError
 
 GATHER_BUDGET = 1 << 25  # float32 elements of one gathered [rows, D, L] block (128 MiB)
@@ -41,18 +43,6 @@ class DenseMask(eqx.Module):
     m: jax.Array
 
 
-class PixelPartials(eqx.Module):
-    """Per-pixel running (max logit, sum of exp, weighted sum of the pixel's values) of one query."""
-
-    m: jax.Array  # [D]
-    s: jax.Array  # [D]
-    acc: jax.Array  # [D]
-
-
-def empty_pixel_partials(dim: int) -> PixelPartials:
-    return PixelPartials(jnp.full((dim,), -jnp.inf), jnp.zeros((dim,)), jnp.zeros((dim,)))
-
-
 def masked_distances(x, rows, mask: ListMask | DenseMask):
     """d[c, m] = sum over j in pixel m's neighbourhood of (x - rows[c])_j^2, for one query x [D] and rows [C, D]."""
     diff2 = jnp.square(rows - x[None, :])
@@ -61,14 +51,10 @@ def masked_distances(x, rows, mask: ListMask | DenseMask):
     return jnp.einsum("cml,ml->cm", diff2[:, mask.nbr], mask.valid)
 
 
-def masked_update(p: PixelPartials, x, rows, row_ok, mask, inv2var) -> PixelPartials:
-    """Fold rows [C, D] (row_ok [C] marks real rows) into one query's per-pixel partials."""
+def masked_update(p: softmax.Partials, x, rows, row_ok, mask, inv2var) -> softmax.Partials:
+    """Fold rows [C, D] (row_ok [C] marks real rows) into one query's per-pixel partials [D]."""
     logits = jnp.where(row_ok[:, None], -masked_distances(x, rows, mask) * inv2var, -jnp.inf)
-    m_new = jnp.maximum(p.m, logits.max(axis=0))
-    m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # a chunk of padding only must not make NaN
-    scale = jnp.exp(p.m - m_safe)
-    w = jnp.exp(logits - m_safe[None, :])
-    return PixelPartials(m_new, p.s * scale + w.sum(axis=0), p.acc * scale + jnp.sum(w * rows, axis=0))
+    return softmax.fold_each(p, logits, rows, axis=0)
 
 
 def valid_weights(count, width: int):
@@ -78,29 +64,24 @@ def valid_weights(count, width: int):
 
 def masked_posterior_mean(x, rows, row_ok, mask, inv2var, chunk: int):
     """One query's per-pixel masked posterior mean over rows [K, D] (streamed in chunks of `chunk` rows)."""
-    p = masked_partials(x, rows, row_ok, mask, inv2var, chunk)
-    return p.acc / p.s
+    return softmax.finish(masked_partials(x, rows, row_ok, mask, inv2var, chunk))
 
 
-def masked_partials(x, rows, row_ok, mask, inv2var, chunk: int, axis: str | None = None) -> PixelPartials:
-    """One query's per-pixel partials over rows [K, D] (streamed in chunks of `chunk` rows).
+def masked_partials(x, rows, row_ok, mask, inv2var, chunk: int, axis: str | None = None) -> softmax.Partials:
+    """One query's per-pixel partials [D] over rows [K, D] (streamed in chunks of `chunk` rows).
 
     `axis`: the mesh axis when called inside shard_map on one device's rows (the carry then varies over it).
     A chunk with no real row is skipped (a cond, not a masked update): a golden subset keeps a prefix of its k_max
     rows, so the chunks past k_t cost nothing when the query is not under vmap.
     """
-    k, dim = rows.shape
-    chunk = max(1, min(chunk, k))
-    pad = -(-k // chunk) * chunk - k
-    rows = jnp.pad(rows, ((0, pad), (0, 0))).reshape(-1, chunk, dim)
-    row_ok = jnp.pad(row_ok, (0, pad)).reshape(-1, chunk)
+    rows, row_ok = split_chunks(rows, row_ok, chunk)
 
     def body(p, c):
         return jax.lax.cond(jnp.any(c[1]), lambda: masked_update(p, x, c[0], c[1], mask, inv2var), lambda: p), None
 
-    init = empty_pixel_partials(dim)
+    init = softmax.empty((rows.shape[2],))
     if axis is not None:
-        init = jax.tree.map(lambda a: jax.lax.pcast(a, (axis,), to="varying"), init)
+        init = softmax.varying(init, axis)
     p, _ = jax.lax.scan(body, init, (rows, row_ok))
     return p
 
@@ -233,22 +214,6 @@ def class_chunks(dim: int, masks: PixelMasks, cap: int) -> tuple[int, ...]:
     """Rows per chunk of each width class, as powers of two (so one padded row count serves all)."""
     return tuple(1 << int(np.floor(np.log2(rows_per_chunk(dim, masks.row_width(c), 1, cap))))
                  for c in range(len(masks.widths)))
-
-
-def pad_rows(data: np.ndarray, multiple: int):
-    """Rows [N, D] -> (rows [Np, D] zero-padded to a multiple, real-row flags [Np])."""
-    n = len(data)
-    np_ = -(-n // multiple) * multiple
-    padded = np.zeros((np_, data.shape[1]), np.float32)
-    padded[:n] = data
-    return padded, np.arange(np_) < n
-
-
-def chunk_rows(data: np.ndarray, chunk: int):
-    """Rows [N, D] -> (chunks [K, C, D], real-row flags [K, C])."""
-    chunk = max(1, min(chunk, len(data)))
-    padded, ok = pad_rows(data, chunk)
-    return padded.reshape(-1, chunk, data.shape[1]), ok.reshape(-1, chunk)
 
 
 def build(index, opts) -> PcaLocalDenoiser:

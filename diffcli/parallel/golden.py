@@ -24,8 +24,8 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
-from diffcli.denoisers.empirical import Partials
 from diffcli.denoisers.golden import (
     Coarse,
     golden_parts,
@@ -43,10 +43,11 @@ from diffcli.denoisers.golden import (
     subset_size,
 )
 from diffcli.denoisers.pca_local import PixelMasks, masked_partials
+from diffcli.denoisers.rows import pad_to
 from diffcli.index.proxy import ProxyMap
 from diffcli.parallel.denoiser import put_rows
-from diffcli.parallel.mesh import AXIS, pad_rows, row_mesh
-from diffcli.parallel.search import global_top_k, merge_across, safe_accumulate
+from diffcli.parallel.mesh import AXIS, row_mesh
+from diffcli.parallel.search import global_top_k
 
 
 class RowShard(eqx.Module):
@@ -144,15 +145,14 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         rows, d_rel, keep = subset
         inv2var = 0.5 / jnp.square(sigma)
         if self.base == "empirical":
-            empty = Partials(jnp.full((1,), -jnp.inf), jnp.zeros((1,)), jnp.zeros((1, x.shape[0])))
             logits = jnp.where(keep, -d_rel * inv2var, -jnp.inf)
-            p = merge_across(safe_accumulate(empty, logits[None, :], rows))
-            return p.acc[0] / p.s[0]
+            p = softmax.fold(softmax.empty((), rows.shape[1:]), logits, rows)
+            return softmax.finish(softmax.merge_across(p, AXIS))
+
         def branch(cls: int, band):
             chunk = subset_chunk(self, rows.shape[1], cls)
-            px = masked_partials(x, rows, keep, self.masks.operand(band, cls), inv2var, chunk, AXIS)
-            p = merge_across(Partials(px.m, px.s, px.acc[:, None]))  # pixels as the batch axis
-            return p.acc[:, 0] / p.s
+            p = masked_partials(x, rows, keep, self.masks.operand(band, cls), inv2var, chunk, AXIS)
+            return softmax.finish(softmax.merge_across(p, AXIS))  # per-pixel partials merge elementwise
 
         return self.masks.per_query(sigma, branch)
 
@@ -186,7 +186,7 @@ def shard_golden(rows: dict, rest: dict, mesh: Mesh) -> ShardedGoldenDenoiser:
     n = len(rows["data"])
     rpp = -(-n // mesh.size)
     total = rpp * mesh.size
-    proxy = pad_rows(rows["proxy"], total)
+    proxy = pad_to(rows["proxy"], total)
     coarse, pieces = rest["coarse"], (None, None, None)
     if coarse is not None:
         lists = local_lists(np.asarray(coarse.search.ids), mesh.size, rpp)
@@ -195,8 +195,8 @@ def shard_golden(rows: dict, rest: dict, mesh: Mesh) -> ShardedGoldenDenoiser:
         blocks, half = piece_blocks(proxy, np.where(lists >= 0, lists + first, -1))
         pieces = tuple(put_rows(mesh, a) for a in (lists, blocks, half))
         rest = dict(rest, coarse=dataclasses.replace(coarse, piece_proxy=None, piece_half=None))
-    shard = RowShard(put_rows(mesh, pad_rows(rows["data"], total)), put_rows(mesh, proxy),
-                     put_rows(mesh, pad_rows(rows["half_psq"], total, fill=np.inf)), *pieces)
+    shard = RowShard(put_rows(mesh, pad_to(rows["data"], total)), put_rows(mesh, proxy),
+                     put_rows(mesh, pad_to(rows["half_psq"], total, fill=np.inf)), *pieces)
     return ShardedGoldenDenoiser(rows=shard, rows_per_part=rpp, mesh=mesh, **rest)
 
 

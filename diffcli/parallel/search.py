@@ -1,8 +1,8 @@
 """Sharded exact search over index rows: empirical posterior-mean partials merged by log-sum-exp, and top-k.
 
 Each device scans its own rows; the cross-device merge is exact: with per-device (max m_j, sum s_j, weighted sum
-a_j) and M = max_j m_j, the global sum is sum_j s_j exp(m_j - M) (and likewise for a_j), the same rescaling an
-online softmax does between chunks. Results therefore agree with one device up to float rounding.
+t_j) and M = max_j m_j, the global sum is sum_j s_j exp(m_j - M) (and likewise for t_j), the same rescaling an
+online softmax does between chunks (softmax.merge_across). Results therefore agree with one device up to float rounding.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from diffcli.denoisers.empirical import Partials, chunk_logits
+from diffcli.denoisers import softmax
+from diffcli.denoisers.empirical import chunk_logits
+from diffcli.denoisers.rows import half_sq_norms, pad_to
 from diffcli.parallel.mesh import AXIS
 
 
@@ -61,52 +63,31 @@ def layout_rows(rows: np.ndarray, geom: ShardGeometry, first_row: int = 0, parts
     rows = np.asarray(rows, np.float32)
     rows = rows.reshape(len(rows), int(np.prod(rows.shape[1:])))  # explicit width: an empty block keeps it
     real = max(0, min(len(rows), geom.n - first_row, total))
-    padded = np.zeros((total, rows.shape[1]), np.float32)
-    padded[:real] = rows[:real]
-    half = np.full(total, np.inf, np.float32)
-    half[:real] = 0.5 * np.einsum("ij,ij->i", rows[:real], rows[:real], dtype=np.float64)
+    padded = pad_to(rows[:real], total)
+    half = half_sq_norms(padded, np.arange(total) < real)
     k = parts * geom.k_chunks
     return padded.reshape(k, geom.chunk, -1), half.reshape(k, geom.chunk)
 
 
-def safe_accumulate(p: Partials, logits, xs) -> Partials:
-    """Online softmax step that stays finite when every row seen so far is padding (max = -inf)."""
-    m_new = jnp.maximum(p.m, logits.max(axis=1))
-    ref = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-    scale = jnp.exp(p.m - ref)
-    w = jnp.exp(logits - ref[:, None])
-    return Partials(m_new, p.s * scale + w.sum(axis=1), p.acc * scale[:, None] + w @ xs)
-
-
-def local_partials(x, chunks, half_sqn, inv_var, axis: str | None = None) -> Partials:
+def local_partials(x, chunks, half_sqn, inv_var, axis: str | None = None) -> softmax.Partials:
     """Partials of queries x [B, D] over this device's chunks [K, C, D] (axis: the mesh axis inside shard_map)."""
-    b, d = x.shape
-    init = Partials(jnp.full((b,), -jnp.inf), jnp.zeros((b,)), jnp.zeros((b, d)))
-    if axis is not None:
-        # The carry mixes in per-device rows, so it varies over the mesh axis from the start.
-        init = jax.tree.map(lambda a: jax.lax.pcast(a, (axis,), to="varying"), init)
+    init = softmax.empty(x.shape[:1], x.shape[1:])
+    if axis is not None:  # the carry mixes in per-device rows, so it varies over the mesh axis from the start
+        init = softmax.varying(init, axis)
 
     def body(p, c):
         xs, hs = c
-        return safe_accumulate(p, chunk_logits(x, xs, hs, inv_var), xs), None
+        return softmax.fold(p, chunk_logits(x, xs, hs, inv_var), xs), None
 
     p, _ = jax.lax.scan(body, init, (chunks, half_sqn))
     return p
-
-
-def merge_across(p: Partials, axis: str = AXIS) -> Partials:
-    """Exact log-sum-exp merge of per-device partials (collectives over `axis`)."""
-    m = jax.lax.pmax(p.m, axis)
-    scale = jnp.where(jnp.isfinite(p.m), jnp.exp(p.m - m), 0.0)
-    return Partials(m, jax.lax.psum(p.s * scale, axis), jax.lax.psum(p.acc * scale[:, None], axis))
 
 
 def posterior_mean_fn(mesh):
     """(x [B, D], inv_var [B], chunks, half_sqn) -> exact empirical posterior mean [B, D], rows sharded on `mesh`."""
 
     def per_device(x, inv_var, chunks, half_sqn):
-        p = merge_across(local_partials(x, chunks, half_sqn, inv_var, AXIS))
-        return p.acc / p.s[:, None]
+        return softmax.finish(softmax.merge_across(local_partials(x, chunks, half_sqn, inv_var, AXIS), AXIS))
 
     return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P(AXIS)), out_specs=P())
 
