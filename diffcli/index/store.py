@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 
 from diffcli.errors import DiffcliError
-from diffcli.io.atomic import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -315,12 +314,17 @@ def _plain(v):
 
 
 def write_index(path: str | os.PathLike, *, arrays: dict[str, np.ndarray], attrs: dict) -> None:
-    """Write datasets (keys are HDF5 paths such as 'images' or 'stats/mean') and attributes atomically."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for name, value in arrays.items():
-                if value is not None:
-                    f.create_dataset(name, data=value)
-            for key, value in attrs.items():
-                if value is not None:
-                    f.attrs[key] = value
+    """Write datasets (keys are HDF5 paths such as 'images' or 'stats/mean') and attributes atomically.
+
+    A full disk or an unwritable folder is one DiffcliError sentence and leaves no partial file (io/hdf5.py)."""
+    from diffcli.io.hdf5 import arrays_nbytes, write_hdf5
+
+    def fill(f):
+        for name, value in arrays.items():
+            if value is not None:
+                f.create_dataset(name, data=value)
+        for key, value in attrs.items():
+            if value is not None:
+                f.attrs[key] = value
+
+    write_hdf5(path, fill, nbytes=arrays_nbytes(arrays))

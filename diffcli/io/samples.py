@@ -10,25 +10,28 @@ import numpy as np
 
 from diffcli import __version__
 from diffcli.errors import DiffcliError
-from diffcli.io.atomic import atomic_path
+from diffcli.io.hdf5 import arrays_nbytes, write_hdf5
 
 FORMAT = "diffcli-samples"
 
 
 def write_samples(path, *, samples, noise, ids, settings: dict, sigmas) -> None:
     """Write the samples file atomically; `settings` (JSON-able) are stored one attribute each and as JSON."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("samples", data=np.asarray(samples, np.float32))
-            f.create_dataset("noise", data=np.asarray(noise, np.float32))
-            f.create_dataset("ids", data=np.asarray(ids, np.int64))
-            f.attrs["format"] = FORMAT
-            f.attrs["diffcli_version"] = __version__
-            f.attrs["sigmas"] = np.asarray(sigmas, np.float64)
-            f.attrs["settings_json"] = json.dumps(settings, sort_keys=True, default=str)
-            for key, value in settings.items():
-                if value is not None and isinstance(value, (str, int, float, bool)):
-                    f.attrs[key] = value
+    arrays = {"samples": np.asarray(samples, np.float32), "noise": np.asarray(noise, np.float32),
+              "ids": np.asarray(ids, np.int64)}
+
+    def fill(f):
+        for name, value in arrays.items():
+            f.create_dataset(name, data=value)
+        f.attrs["format"] = FORMAT
+        f.attrs["diffcli_version"] = __version__
+        f.attrs["sigmas"] = np.asarray(sigmas, np.float64)
+        f.attrs["settings_json"] = json.dumps(settings, sort_keys=True, default=str)
+        for key, value in settings.items():
+            if value is not None and isinstance(value, (str, int, float, bool)):
+                f.attrs[key] = value
+
+    write_hdf5(path, fill, nbytes=arrays_nbytes(arrays))
 
 
 def read_samples(path) -> dict:

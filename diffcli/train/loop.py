@@ -145,7 +145,10 @@ def train(train_x: np.ndarray, heldout_x: np.ndarray, settings: TrainSettings, *
                 progress(1)
         step = settings.steps
     except KeyboardInterrupt:
-        save_checkpoint(ckpt, state, step=step, settings=identity, history=history)  # resume picks up here
+        from diffcli.io.signals import saving_after_interrupt
+
+        with saving_after_interrupt():
+            save_checkpoint(ckpt, state, step=step, settings=identity, history=history)  # resume picks up here
         raise
     save_checkpoint(ckpt, state, step=settings.steps, settings=identity, history=history)
     seconds = time.perf_counter() - t0
