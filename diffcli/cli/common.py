@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 
 import typer
 
-from diffcli.errors import DiffcliError
+from diffcli.errors import DiffcliError, write_error
+from diffcli.io import signals
 
 
 def command(app: typer.Typer, name: str, **kwargs):
@@ -19,16 +22,25 @@ def command(app: typer.Typer, name: str, **kwargs):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            try:
-                return fn(*args, **kw)
-            except DiffcliError as exc:
-                fail(str(exc), exc.exit_code)
-            except KeyboardInterrupt:
-                fail("interrupted; no half-written file was left behind.", 130)
+            with signals.interrupts_raise():  # SIGTERM ends a run as Ctrl-C does: exit 130, earlier files kept
+                try:
+                    result = fn(*args, **kw)
+                except DiffcliError as exc:
+                    if signals.interrupted():
+                        fail(INTERRUPTED, 130)
+                    fail(str(exc), exc.exit_code)
+                except KeyboardInterrupt:
+                    fail(INTERRUPTED, 130)
+                if signals.interrupted():  # an interrupt a library swallowed
+                    fail(INTERRUPTED, 130)
+                return result
 
         return app.command(name, **kwargs)(wrapper)
 
     return decorate
+
+
+INTERRUPTED = "interrupted; no half-written file was left behind."
 
 
 def fail(message: str, code: int = 1):
@@ -98,13 +110,140 @@ class Progress:
 
 
 def prepare_out_dir(out: str, overwrite: bool) -> str:
-    """Refuse an existing non-empty output folder unless --overwrite; create it otherwise."""
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+    """Refuse an existing non-empty output folder unless --overwrite, or one that cannot be written; create it.
+
+    Prefer `output_folder`, which also locks the folder and never leaves two runs' files mixed."""
+    _check_out_folder(out)
+    if os.path.isdir(out) and _contents(out) and not overwrite:
         raise DiffcliError(f"output folder '{out}' is not empty; pass --overwrite or choose another --out.")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, out) from None
+    return out
+
+
+LOCK = ".diffcli.lock"
+PREVIOUS = ".diffcli-previous"  # the replaced run's outputs while an --overwrite run is under way
+RUN_OUTPUTS = ("samples.h5", "grid.png")  # what a run writes into its --out folder
+
+
+@contextlib.contextmanager
+def output_folder(out: str, overwrite: bool):
+    """The --out folder of a run, for the whole run: `with output_folder(out, overwrite) as folder:`.
+
+    - refuses (one sentence, exit 1) a file where the folder should be, a folder that cannot be written
+      (read-only, /proc, permission), and a non-empty folder unless `overwrite`;
+    - takes an exclusive lock (OUT/.diffcli.lock, flock): a second run on the same folder is refused at once;
+    - with `overwrite`, moves the previous run's outputs (samples.h5, grid.png) aside; they are deleted when this
+      run succeeds and put back when it fails or is interrupted, so the folder never mixes two runs;
+    - on exit releases the lock and removes the folder if this run created it and left it empty.
+    Yields `out` itself.
+    """
+    _check_out_folder(out)
+    created = _missing_folders(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, out) from None
+    lock = None
+    try:
+        lock = _lock(out)
+        if os.path.isdir(os.path.join(out, PREVIOUS)):  # a run killed while replacing: its outputs go, the earlier come back
+            _restore_previous(out)
+        if _contents(out) and not overwrite:
+            raise DiffcliError(f"output folder '{out}' is not empty; pass --overwrite or choose another --out.")
+        moved = _move_previous(out) if overwrite else False
+        try:
+            yield out
+        except BaseException:
+            _restore_previous(out)  # all or nothing: this run's outputs go, the replaced run's come back
+            raise
+        if moved:
+            shutil.rmtree(os.path.join(out, PREVIOUS), ignore_errors=True)
+    finally:
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(out, LOCK))
+            os.close(lock)
+        for folder in created:  # innermost first; only folders this run made, and only if left empty
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+
+
+def _missing_folders(out: str) -> list[str]:
+    """The folders that creating `out` makes, innermost first."""
+    missing, folder = [], os.path.abspath(out)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def _check_out_folder(out: str) -> None:
+    from diffcli.io.atomic import probe_folder
+
     if os.path.exists(out) and not os.path.isdir(out):
         raise DiffcliError(f"output path '{out}' exists and is not a folder.")
-    os.makedirs(out, exist_ok=True)
-    return out
+    probe_folder(out)
+
+
+def _contents(out: str) -> list[str]:
+    return [n for n in os.listdir(out) if n != LOCK]
+
+
+def _lock(out: str) -> int:
+    import fcntl
+
+    path = os.path.join(out, LOCK)
+    for _ in range(10):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(exc, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DiffcliError(f"another diffcli run is writing to '{out}'; wait for it or choose another --out.") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a lock file that the previous holder removed after we opened it
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+    raise DiffcliError(f"another diffcli run is writing to '{out}'; wait for it or choose another --out.")
+
+
+def _move_previous(out: str) -> bool:
+    names = [n for n in RUN_OUTPUTS if os.path.lexists(os.path.join(out, n))]
+    if not names:
+        return False
+    keep = os.path.join(out, PREVIOUS)
+    try:
+        os.makedirs(keep, exist_ok=True)
+        for n in names:
+            os.replace(os.path.join(out, n), os.path.join(keep, n))
+    except OSError as exc:
+        raise write_error(exc, out) from None
+    return True
+
+
+def _restore_previous(out: str) -> None:
+    """Remove the outputs of an unfinished run and put back those it was replacing (if any)."""
+    keep = os.path.join(out, PREVIOUS)
+    for n in RUN_OUTPUTS:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out, n))
+    if not os.path.isdir(keep):
+        return
+    for n in os.listdir(keep):
+        os.replace(os.path.join(keep, n), os.path.join(out, n))
+    os.rmdir(keep)
 
 
 def merge_settings(explicit: dict, recipe: dict, defaults: dict) -> dict:

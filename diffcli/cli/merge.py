@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from diffcli.cli import app
-from diffcli.cli.common import command, emit_json, info, prepare_out_dir
+from diffcli.cli.common import command, emit_json, info, output_folder
 
 
 @command(app, "merge")
@@ -18,10 +18,10 @@ def merge(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Merge seed shards, ordered by sample id; refuses mismatched settings and overlapping or missing ids."""
-    from diffcli.parallel.shards import merge_shards
+    from diffcli.io.shards import merge_shards
 
-    prepare_out_dir(out, overwrite)
-    result = merge_shards(inputs, out)
+    with output_folder(out, overwrite) as folder:
+        result = merge_shards(inputs, folder)
     if json_out:
         emit_json(result)
     else:
