@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
 from diffcli.cli import app
 from diffcli.cli.common import command, emit_json, info
+from diffcli.errors import DiffcliError
 
 
 @command(app, "index-build")
@@ -17,6 +19,7 @@ def index_build(
     out: Annotated[str | None, typer.Option("--out", "-o", help="Index file (default under $DIFFCLI_HOME/indexes).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N images.")] = None,
     coarse: Annotated[bool, typer.Option("--coarse/--no-coarse", help="Cluster the proxies for the sublinear coarse stage.")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index file at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Build the index of a dataset: images, held-out split, proxies, PCA statistics, coarse clusters."""
@@ -24,8 +27,12 @@ def index_build(
     from diffcli.data import load_dataset
     from diffcli.index import open_index
     from diffcli.index.build import build_index, default_index_path
+    from diffcli.io.atomic import check_writable
 
     path = out or default_index_path(dataset, limit, root)
+    check_writable(path, what="index file")  # before any data is read
+    if os.path.exists(path) and not overwrite:
+        raise DiffcliError(f"index file '{path}' exists; pass --overwrite to replace it or choose another --out.")
     with Progress(f"index {dataset}", 2) as bar:
         data = load_dataset(dataset, root=root, limit=limit)
         bar.advance()

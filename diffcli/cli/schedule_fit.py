@@ -51,6 +51,7 @@ def schedule_fit(
     seed: Annotated[int, Opt("--seed")] = 0,
     out: Annotated[str, Opt("--out", "-o", help="Schedule JSON file to write.")] = "schedule.json",
     plot: Annotated[bool, Opt("--plot/--no-plot", help="Also write OUT with .png: loss curve and chosen sigmas.")] = True,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing schedule file (and its plot).")] = False,
     json_out: Annotated[bool, Opt("--json", help="Print one JSON object on stdout.")] = False,
 ):
     from diffcli import __version__
@@ -65,6 +66,7 @@ def schedule_fit(
     sources = sum(x is not None for x in (dataset, index, loss_file))
     if sources > 1:
         raise UsageError("give only one of --dataset, --index and --loss-file.")
+    _check_out(out, plot and sources > 0, overwrite)  # before the loss curve is measured
     curve, source = None, {}
     if loss_file is not None:
         from diffcli.schedules.loss import read_loss_log
@@ -94,6 +96,18 @@ def schedule_fit(
     else:
         obj = "" if doc.get("objective") is None else f" (J = {doc['objective']:.4g})"
         info(f"{method} schedule of {steps} steps{obj} -> {out}" + (f"; plot {png}" if png else ""))
+
+
+def _check_out(out: str, plot: bool, overwrite: bool) -> None:
+    """Refuse an --out (or its plot) that exists, unless --overwrite, or that cannot be written."""
+    from diffcli.errors import DiffcliError
+    from diffcli.io.atomic import check_writable
+
+    check_writable(out, what="schedule file")
+    targets = [out] + ([os.path.splitext(out)[0] + ".png"] if plot else [])
+    for path in targets:
+        if os.path.exists(path) and not overwrite:
+            raise DiffcliError(f"'{path}' exists; pass --overwrite to replace it or choose another --out.")
 
 
 def _measure(dataset, index, root, denoiser, split, examples, n_noise, grid_points, batch_size, seed, lo, hi):

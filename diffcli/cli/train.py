@@ -9,7 +9,7 @@ import typer
 
 from diffcli.cli import app
 from diffcli.cli.common import Progress, command, emit_json, info
-from diffcli.errors import UsageError
+from diffcli.errors import DiffcliError, UsageError
 
 Opt = typer.Option
 
@@ -29,6 +29,7 @@ def train(
     out: Annotated[str, Opt("--out", "-o", help="The model file to write (a checkpoint goes to OUT.ckpt).")] = "model.eqx",
     save_every: Annotated[int, Opt("--save-every", help="Steps between checkpoints.")] = 500,
     resume: Annotated[bool, Opt("--resume", help="Continue from OUT.ckpt if it exists (bit-for-bit on CPU).")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Start afresh over an existing OUT (and OUT.ckpt).")] = False,
     json_out: Annotated[bool, Opt("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Train the reference denoiser; writes OUT, OUT.ckpt and the per-sigma loss log (STEM.loss.csv/.json)."""
@@ -37,8 +38,7 @@ def train(
 
     if dataset is not None and index is not None:
         raise UsageError("give --dataset or --index, not both.")
-    if os.path.exists(out) and not resume:
-        info(f"replacing existing model file {out}")
+    check_out(out, resume=resume, overwrite=overwrite)  # before the data is read and the network trained
     train_x, heldout_x, name = training_data(dataset, index, root)
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, seed=seed,
                              save_every=save_every, width=width)
@@ -50,6 +50,23 @@ def train(
     else:
         info(f"trained {result['steps']} steps in {result['seconds']:.1f}s (final loss {result['final_loss']:.4f}) -> {out}")
         info(f"per-sigma x0 loss: {result['loss_csv']}")
+
+
+def check_out(out: str, *, resume: bool, overwrite: bool) -> None:
+    """Every file a run writes must be writable, and an earlier run's model is replaced only when asked."""
+    from diffcli.io.atomic import check_writable
+    from diffcli.train.checkpoint import checkpoint_path
+
+    stem = out[:-4] if out.endswith(".eqx") else out
+    ckpt = checkpoint_path(out)
+    for path in (out, ckpt, stem + ".loss.csv", stem + ".loss.json"):
+        check_writable(path, what="model file" if path == out else "output file")
+    if resume or overwrite:
+        return
+    for path, what in ((out, "model file"), (ckpt, "checkpoint")):
+        if os.path.exists(path):
+            raise DiffcliError(f"{what} '{path}' exists; pass --resume to continue its run, --overwrite to start "
+                               "afresh, or choose another --out.")
 
 
 def training_data(dataset: str | None, index_path: str | None, root: str | None):
