@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffcli.denoisers.els import CIFAR10_PATCH_SIZES, build_els, build_ls, patch_plan, stretch
-from diffcli.denoisers.options import DenoiserOptions
+from diffcli.denoisers.options import ElsOptions
 from diffcli.index.store import Index
 
 call = eqx.filter_jit(lambda d, x, s: d(x, s))
@@ -53,7 +53,7 @@ def reference(x, train, k, sigma, equivariant):
 def test_matches_direct_float64(equivariant, k, sigma):
     idx = tiny_index()
     build = build_els if equivariant else build_ls
-    den = build(idx, DenoiserOptions(sigmas=np.array([sigma, 0.0]), els_patch_sizes=(k,), chunk_size=2))
+    den = build(idx, ElsOptions(sigmas=np.array([sigma, 0.0]), els_patch_sizes=(k,), chunk_size=2))
     train = idx.train_data().reshape(-1, *idx.shape)
     x = train[:2] + sigma * np.random.default_rng(1).standard_normal(train[:2].shape).astype(np.float32)
     got = np.asarray(call(den, jnp.asarray(x), sigma))
@@ -64,7 +64,7 @@ def test_matches_direct_float64(equivariant, k, sigma):
 def test_ls_with_whole_image_patch_equals_empirical():
     idx = tiny_index(n=7, shape=(1, 5, 5))
     sigma = 0.7
-    den = build_ls(idx, DenoiserOptions(sigmas=np.array([sigma, 0.0]), els_patch_sizes=(9,), chunk_size=3))
+    den = build_ls(idx, ElsOptions(sigmas=np.array([sigma, 0.0]), els_patch_sizes=(9,), chunk_size=3))
     data = idx.train_data().astype(np.float64)
     x = data[:3] + sigma * np.random.default_rng(2).standard_normal(data[:3].shape)
     d = ((x[:, None] - data[None]) ** 2).sum(-1)
@@ -83,7 +83,7 @@ def test_patch_schedule_grows_with_noise_and_selects_per_sample():
     _, sizes, _ = patch_plan(sig, CIFAR10_PATCH_SIZES, (1, 8, 8))  # clipped to the image
     assert max(k for k, _ in sizes) == 8
     idx = tiny_index()
-    den = build_ls(idx, DenoiserOptions(sigmas=np.array([2.0, 0.1, 0.0]), els_patch_sizes=(1, 5)))
+    den = build_ls(idx, ElsOptions(sigmas=np.array([2.0, 0.1, 0.0]), els_patch_sizes=(1, 5)))
     train = idx.train_data().reshape(-1, *idx.shape)
     x = jnp.asarray(train[:2] + 0.05)
     both = np.asarray(call(den, x, jnp.asarray([0.1, 2.0])))

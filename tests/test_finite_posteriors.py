@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from diffcli.denoisers import build_denoiser
-from diffcli.denoisers.options import DenoiserOptions
+from diffcli.denoisers.options import denoiser_options
 
 EPS = float(np.finfo(np.float32).eps)
 BATCH = 2
@@ -58,9 +58,9 @@ ROW_MEANS = {  # denoisers whose output pixel m is a convex combination of the r
     "empirical-sharded": {},
     "nearest": {},
     "pca-local": {"mask_threshold": 0.05},
-    "golden": {"base": "empirical", "golden_k_min": 8, "golden_k_max": 32},
-    "golden-pca": {"base": "pca-local", "golden_k_min": 8, "golden_k_max": 32, "mask_threshold": 0.05},
-    "golden-sharded": {"base": "pca-local", "golden_k_min": 8, "golden_k_max": 32, "mask_threshold": 0.05},
+    "golden": {"golden_base": "empirical", "golden_k_min": 8, "golden_k_max": 32},
+    "golden-pca": {"golden_base": "pca-local", "golden_k_min": 8, "golden_k_max": 32, "mask_threshold": 0.05},
+    "golden-sharded": {"golden_base": "pca-local", "golden_k_min": 8, "golden_k_max": 32, "mask_threshold": 0.05},
     "ls": {"els_patch_sizes": (3, 5)},
 }
 
@@ -69,8 +69,9 @@ ROW_MEANS = {  # denoisers whose output pixel m is a convex combination of the r
 def row_mean_denoiser(request, digits):
     index, data, lo, hi = digits
     name = request.param
-    den = build_denoiser(name.replace("golden-pca", "golden"), index,
-                         DenoiserOptions(sigmas=SIGMAS, chunk_size=512, **ROW_MEANS[name]))
+    kind = name.replace("golden-pca", "golden")
+    opts = denoiser_options(kind, {"chunk_size": 512, **ROW_MEANS[name]}, sigmas=SIGMAS)
+    den = build_denoiser(kind, index, opts)
     return jitted(den), data, index.shape, lo, hi
 
 
@@ -86,7 +87,7 @@ def test_row_means_stay_in_the_data_box(row_mean_denoiser, log_s, log_a, sd, ar)
 @pytest.fixture(scope="module")
 def els(digits):
     index, data, _, _ = digits
-    den = build_denoiser("els", index, DenoiserOptions(sigmas=SIGMAS, chunk_size=512, els_patch_sizes=(3, 5)))
+    den = build_denoiser("els", index, denoiser_options("els", {"chunk_size": 512, "els_patch_sizes": (3, 5)}, sigmas=SIGMAS))
     return jitted(den), data, index.shape
 
 
@@ -102,7 +103,7 @@ def test_els_stays_in_the_pixel_range(els, log_s, log_a, sd, ar):
 @pytest.fixture(scope="module")
 def wiener(digits):
     index, data, _, _ = digits
-    return jitted(build_denoiser("wiener", index, DenoiserOptions())), data, index.shape, np.asarray(index.mean)
+    return jitted(build_denoiser("wiener", index, denoiser_options("wiener", {}))), data, index.shape, np.asarray(index.mean)
 
 
 @given(log_sigma, log_scale, seed, around)
@@ -165,7 +166,7 @@ def test_default_two_step_heun_sampling_is_finite(digits):
     from diffcli.solvers.heun import sample_heun
 
     index, data, lo, hi = digits
-    den = build_denoiser("empirical", index, DenoiserOptions())
+    den = build_denoiser("empirical", index, denoiser_options("empirical", {}))
     x_T = 80.0 * jax.random.normal(jax.random.PRNGKey(0), (BATCH, *index.shape))
     res = sample_heun(den, x_T, jnp.asarray(get_sigmas_edm(2), jnp.float32))
     assert int(res.aux["nonfinite_step"]) == -1

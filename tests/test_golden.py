@@ -12,28 +12,10 @@ from diffcli.denoisers import pca_local
 from diffcli.denoisers.empirical import EmpiricalDenoiser
 from diffcli.denoisers.golden import build, id_uniforms, piece_distances, proxy_distances, query_keys
 from diffcli.denoisers.masks import build_masks, dense_mask
-from diffcli.denoisers.options import DenoiserOptions
+from diffcli.denoisers.options import GoldenOptions, PcaLocalOptions
 from diffcli.denoisers.pca_local import build as build_pca_local
 from diffcli.denoisers.subset import golden_sizes, tail_bounds, truncation_parts
-from diffcli.index.proxy import compute_proxies, proxy_map_for
-from diffcli.index.stats import pca_stats
-from diffcli.index.store import Index
-
-
-def make_index(n=120, shape=(1, 8, 8), seed=0, dataset="shapes"):
-    rng = np.random.default_rng(seed)
-    protos = rng.standard_normal((6, *shape)).cumsum(-1)
-    imgs = protos[rng.integers(0, 6, n)] + 0.4 * rng.standard_normal((n, *shape))
-    imgs = np.clip((imgs / np.abs(imgs).max() + 1) * 127.5, 0, 255).astype(np.uint8)
-    data = imgs.reshape(n, -1).astype(np.float32) / 127.5 - 1
-    s = pca_stats(data)
-    proxy = compute_proxies(proxy_map_for("image", shape), data)
-    from diffcli.index.coarse import build_coarse
-
-    return Index(kind="image", shape=shape, images=imgs, heldout=imgs[:2], proxy=proxy, mean=s["mean"],
-                 pca_components=s["components"], pca_variances=s["variances"], residual_variance=0.0,
-                 attrs={"dataset": dataset}, coarse=build_coarse(proxy, seed=0))
-
+from tests.helpers.indexes import make_index
 
 # jitted once per denoiser structure; sigma is traced, so a new sigma never recompiles
 call = eqx.filter_jit(lambda g, x, s, k=None: g(x, s, key=k))
@@ -95,10 +77,11 @@ def test_full_subset_equals_base(index, base, monkeypatch):
         base = "pca-local"
     n = index.n
     sig = jnp.asarray([0.4, 3.0, 0.4, 0.05, 3.0])
-    opts = DenoiserOptions(sigmas=np.array([3.0, 0.4, 0.05, 0.0]), base=base, golden_k_min=n, golden_k_max=n,
-                           mask_threshold=0.05)
-    gold = build(index, opts)
-    ref = EmpiricalDenoiser.from_data(index.train_data(), chunk=64) if base == "empirical" else build_pca_local(index, opts)
+    sigmas = np.array([3.0, 0.4, 0.05, 0.0])
+    gold = build(index, GoldenOptions(sigmas=sigmas, golden_base=base, golden_k_min=n, golden_k_max=n,
+                                      mask_threshold=0.05))
+    ref = (EmpiricalDenoiser.from_data(index.train_data(), chunk=64) if base == "empirical"
+           else build_pca_local(index, PcaLocalOptions(sigmas=sigmas, mask_threshold=0.05)))
     x = jnp.asarray(index.train_data()[:5].reshape(5, *index.shape)) + sig[:, None, None, None] * jax.random.normal(
         jax.random.PRNGKey(1), (5, *index.shape))
     np.testing.assert_allclose(np.asarray(call(gold, x, sig)), np.asarray(call(ref, x, sig)), atol=2e-6)
@@ -107,7 +90,7 @@ def test_full_subset_equals_base(index, base, monkeypatch):
 def test_golden_matches_float64_subset_softmax(index):
     """The output is the exact softmax over the subset that diagnose reports (checked in float64)."""
     sig = 0.3
-    gold = build(index, DenoiserOptions(base="empirical", golden_k_min=10, golden_k_max=30))
+    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_min=10, golden_k_max=30))
     x = jnp.asarray(index.train_data()[3:6].reshape(3, *index.shape)) + sig * jax.random.normal(
         jax.random.PRNGKey(2), (3, *index.shape))
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
@@ -128,7 +111,7 @@ def test_pca_local_base_over_a_prefix_subset_matches_float64():
     exactly the reported subset, checked in float64."""
     idx = make_index(n=300)
     sig, thr = 0.5, 0.05
-    gold = build(idx, DenoiserOptions(sigmas=np.array([sig, 0.0]), base="pca-local", golden_k_min=10,
+    gold = build(idx, GoldenOptions(sigmas=np.array([sig, 0.0]), golden_base="pca-local", golden_k_min=10,
                                       golden_k_max=200, mask_threshold=thr))
     x = jnp.asarray(idx.train_data()[:3].reshape(3, *idx.shape)) + sig * jax.random.normal(
         jax.random.PRNGKey(3), (3, *idx.shape))
@@ -150,7 +133,7 @@ def test_pca_local_base_over_a_prefix_subset_matches_float64():
 
 def test_tolerance_mode_certifies_its_subset(index):
     tol = 1e-3
-    gold = build(index, DenoiserOptions(base="empirical", golden_k_max=index.n, golden_tol=tol))
+    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_max=index.n, golden_tol=tol))
     full_den = EmpiricalDenoiser.from_data(index.train_data())
     for sigma in (0.05, 0.3, 1.0, 3.0):
         check_tolerance(gold, full_den, index, sigma, tol)
@@ -169,7 +152,7 @@ def check_tolerance(gold, full_den, index, sigma, tol):
 
 
 def test_certified_bound_holds_in_schedule_mode(index):
-    gold = build(index, DenoiserOptions(base="empirical", golden_k_min=20, golden_k_max=40))
+    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_min=20, golden_k_max=40))
     for sigma in (0.02, 0.2, 1.0, 5.0):
         x = jnp.asarray(index.train_data()[:4].reshape(4, *index.shape)) + sigma * jax.random.normal(
             jax.random.PRNGKey(4), (4, *index.shape))
@@ -177,15 +160,15 @@ def test_certified_bound_holds_in_schedule_mode(index):
         assert np.all(np.asarray(diag["tail_mass"]) <= np.asarray(diag["bound"]) * (1 + 1e-3) + 1e-30)
 
 
-def test_no_retrace_across_sigmas_and_pool_randomness(index):
-    gold = build(index, DenoiserOptions(base="pca-local", sigmas=np.array([2.0, 0.5, 0.05, 0.0]), golden_k_min=10,
+def test_no_retrace_across_sigmas_and_pool_randomness(index, traces):
+    gold = build(index, GoldenOptions(golden_base="pca-local", sigmas=np.array([2.0, 0.5, 0.05, 0.0]), golden_k_min=10,
                                         golden_k_max=30, mask_threshold=0.05))
-    f = jax.jit(lambda g, x, s, k: g(x, s, key=k))
+    f = jax.jit(traces.wrap(lambda g, x, s, k: g(x, s, key=k)))
     x = jnp.asarray(index.train_data()[:2].reshape(2, *index.shape))
     k1 = jax.random.split(jax.random.PRNGKey(0), 2)
     a = f(gold, x + 2.0, jnp.full((2,), 2.0), k1)
     f(gold, x, jnp.full((2,), 0.05), k1)
-    assert f._cache_size() == 1
+    assert traces.count == 1
     # at high noise the pool is random: another key gives another subset, so another value
     b = f(gold, x + 2.0, jnp.full((2,), 2.0), jax.random.split(jax.random.PRNGKey(9), 2))
     assert np.all(np.isfinite(np.asarray(a))) and not np.allclose(np.asarray(a), np.asarray(b))
@@ -195,16 +178,16 @@ def test_coarse_stage_with_all_lists_equals_full_screen(index):
     sig = 0.004  # low enough that the pool is the whole set in both modes (no random draw to differ)
     x = jnp.asarray(index.train_data()[:6].reshape(6, *index.shape)) + sig * jax.random.normal(
         jax.random.PRNGKey(6), (6, *index.shape))
-    opts = dict(base="empirical", golden_k_min=10, golden_k_max=30)
-    full = np.asarray(call(build(index, DenoiserOptions(**opts)), x, sig))
+    opts = dict(golden_base="empirical", golden_k_min=10, golden_k_max=30)
+    full = np.asarray(call(build(index, GoldenOptions(**opts)), x, sig))
     lists = len(index.coarse["centroids"])
-    every = np.asarray(call(build(index, DenoiserOptions(**opts, golden_coarse=True, golden_nprobe=lists)), x, sig))
+    every = np.asarray(call(build(index, GoldenOptions(**opts, golden_coarse=True, golden_nprobe=lists)), x, sig))
     np.testing.assert_allclose(every, full, atol=1e-5)  # all lists probed: the same screen
 
 
 def test_piece_distances_match_the_rows_of_the_probed_pieces(index):
     """The probe's feature-major blocks give the same distances as the gathered proxy rows; padding is +inf."""
-    den = build(index, DenoiserOptions(base="empirical", golden_k_min=10, golden_k_max=30, golden_coarse=True))
+    den = build(index, GoldenOptions(golden_base="empirical", golden_k_min=10, golden_k_max=30, golden_coarse=True))
     c, q = den.coarse, den.proxy[3] + 0.1
     probed = jnp.asarray([2, 0, 2])
     members = np.asarray(c.search.ids[probed]).reshape(-1)

@@ -41,9 +41,9 @@ def test_stochastic_solver_is_batch_size_invariant():
 def test_exact_empirical_heun_memorises_digits(digits_index):
     """With the exact empirical score a fine sampler reproduces training points (a correctness check)."""
     from diffcli.denoisers import build_denoiser
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import StreamOptions
 
-    den = build_denoiser("empirical", digits_index, DenoiserOptions())
+    den = build_denoiser("empirical", digits_index, StreamOptions())
     run = generate(denoiser=den, solver=get_solver("heun"), sigmas=get_schedule("edm", 18), shape=digits_index.shape,
                    ids=np.arange(16), seed=0, batch_size=16)
     train = digits_index.train_data().astype(np.float64)

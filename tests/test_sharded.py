@@ -1,62 +1,11 @@
 """Sharded exact search: 1, 2 and 8 (fake CPU) devices agree with each other and with float64 references."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from diffcli.parallel.search import geometry, layout_rows
-
-N, D, B = 203, 12, 6
-SIGMAS = [1e-3, 0.05, 0.3, 1.0, 5.0, 1e3]
-K = 7
-
-# Runs in a fresh interpreter: XLA_FLAGS must be set before jax is imported to fake the devices.
-WORKER = textwrap.dedent(
-    """
-    import json, sys
-    import equinox as eqx, jax, jax.numpy as jnp, numpy as np
-    from diffcli.parallel.denoiser import ShardedEmpiricalDenoiser, ShardedRows
-    from diffcli.parallel.mesh import row_mesh
-    args = json.loads(sys.argv[1])
-    assert jax.device_count() == args["devices"], jax.devices()
-    rng = np.random.default_rng(0)
-    data = rng.uniform(-1, 1, (args["n"], args["d"])).astype(np.float32)
-    x = (data[: args["b"]] + 0.4 * rng.standard_normal((args["b"], args["d"]))).astype(np.float32)
-    mesh = row_mesh()
-    den = ShardedEmpiricalDenoiser.from_data(data, mesh=mesh, chunk=args["chunk"])
-    call = eqx.filter_jit(lambda d, x, s: d(x, s))
-    means = [np.asarray(call(den, x, s)) for s in args["sigmas"]]
-    again = np.asarray(call(den, x, args["sigmas"][0]))  # second call: cached, same answer
-    # Per-sample sigma and use inside a lax.scan (as a solver would).
-    per_sample = np.asarray(call(den, x, jnp.asarray(args["sigmas"][:args["b"]], jnp.float32)))
-    sig = jnp.asarray([2.0, 1.0, 0.5, 0.0], jnp.float32)
-    def euler(d, x):
-        def step(x, s):
-            return x + (s[1] - s[0]) * (x - d(x, s[0])) / s[0], None
-        return jax.lax.scan(step, x, jnp.stack([sig[:-1], sig[1:]], 1))[0]
-    path = np.asarray(eqx.filter_jit(euler)(den, x))
-    rows = ShardedRows.from_data(data, mesh=mesh)
-    d2, ids = eqx.filter_jit(lambda r, q, a: r.nearest(q, args["k"], a))(rows, x, jnp.full((args["b"],), 0.8))
-    shard_shapes = sorted({tuple(s.data.shape) for s in den.chunks.addressable_shards})
-    np.savez(args["out"], means=np.stack(means), again=again, per_sample=per_sample, path=path,
-             d2=np.asarray(d2), ids=np.asarray(ids), data=data, x=x)
-    print(json.dumps({"shard_shapes": shard_shapes, "devices": jax.device_count()}))
-    """
-)
-
-
-def run_worker(devices: int, out, chunk: int) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-    args = dict(devices=devices, n=N, d=D, b=B, k=K, chunk=chunk, sigmas=SIGMAS, out=str(out))
-    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from tests.helpers.multidevice import CHUNKS, SIGMAS, B, D, K, N
 
 
 def posterior_mean64(x, data, sigma):
@@ -70,21 +19,19 @@ def posterior_mean64(x, data, sigma):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sharded")
+def runs(multidevice_runs):
+    """{devices: (arrays, metadata)} of the sharded exact search on 1, 2 and 8 fake CPU devices (conftest.py)."""
     out = {}
-    for devices, chunk in ((1, 64), (2, 32), (8, 16)):
-        meta = run_worker(devices, tmp / f"r{devices}.npz", chunk)
+    for devices, (arrays, meta) in multidevice_runs.items():
         assert meta["devices"] == devices
-        out[devices] = (dict(np.load(tmp / f"r{devices}.npz")), meta)
+        out[devices] = (arrays["sharded"], meta["sharded"])
     return out
 
 
 def test_each_device_holds_an_equal_padded_block(runs):
     for devices, (_, meta) in runs.items():
         per_part = -(-N // devices)
-        chunk = {1: 64, 2: 32, 8: 16}[devices]
-        g = geometry(N, devices, chunk)
+        g = geometry(N, devices, CHUNKS[devices])
         assert meta["shard_shapes"] == [[g.k_chunks, g.chunk, D]]
         assert g.rows_per_part >= per_part
 
@@ -94,7 +41,7 @@ def test_posterior_mean_matches_float64_reference(runs, devices):
     r, _ = runs[devices]
     for s, got in zip(SIGMAS, r["means"], strict=True):
         np.testing.assert_allclose(got, posterior_mean64(r["x"], r["data"], s), atol=3e-5, rtol=1e-4)
-    np.testing.assert_array_equal(r["again"], r["means"][0])
+    np.testing.assert_array_equal(r["again"], r["means"][0])  # the same compiled program on the same inputs
     for i in range(B):
         np.testing.assert_allclose(r["per_sample"][i], posterior_mean64(r["x"][i:i + 1], r["data"], SIGMAS[i])[0],
                                    atol=3e-5, rtol=1e-4)
@@ -162,10 +109,10 @@ def test_registry_builds_the_sharded_denoiser(digits_index):
 
     from diffcli.denoisers import build_denoiser
     from diffcli.denoisers.empirical import EmpiricalDenoiser
-    from diffcli.denoisers.options import DenoiserOptions
+    from diffcli.denoisers.options import StreamOptions
     from diffcli.parallel.denoiser import ShardedEmpiricalDenoiser
 
-    den = build_denoiser("empirical-sharded", digits_index, DenoiserOptions(chunk_size=256))
+    den = build_denoiser("empirical-sharded", digits_index, StreamOptions(chunk_size=256))
     assert isinstance(den, ShardedEmpiricalDenoiser)
     data = digits_index.train_data()
     x = jnp.asarray(data[:4].reshape(4, *digits_index.shape) + 0.3)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffcli.denoisers.neural import build, load_neural
-from diffcli.denoisers.options import DenoiserOptions
+from diffcli.denoisers.options import NeuralOptions
 from diffcli.errors import DiffcliError, UsageError
 from diffcli.models.file import read_header
 from diffcli.models.precond import build_model, default_config, edm_coefficients
@@ -136,16 +136,16 @@ def test_neural_denoiser_matches_model_and_checks_shape(trained):
     class FakeIndex:
         shape = (1, 8, 8)
 
-    den = build(FakeIndex(), DenoiserOptions(model_path=out))
+    den = build(FakeIndex(), NeuralOptions(model=out))
     xs = jnp.asarray(DATA[:4])
     call = eqx.filter_jit(lambda d, a, s: d(a, s))
     np.testing.assert_allclose(call(den, xs, 0.7), call(den.model, xs, jnp.full((4,), 0.7)), rtol=1e-5)
     np.testing.assert_array_equal(call(den, xs, 0.0), xs)  # sigma = 0 returns x exactly, no NaN from ln(0)
     FakeIndex.shape = (1, 16, 16)
     with pytest.raises(DiffcliError, match="shape"):
-        build(FakeIndex(), DenoiserOptions(model_path=out))
+        build(FakeIndex(), NeuralOptions(model=out))
     with pytest.raises(UsageError, match="--model"):
-        build(FakeIndex(), DenoiserOptions())
+        build(FakeIndex(), NeuralOptions())
 
 
 def test_bad_settings_are_usage_errors(tmp_path):

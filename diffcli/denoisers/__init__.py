@@ -1,4 +1,5 @@
-"""Denoisers by name. Each factory is `build(index, opts: DenoiserOptions) -> AbstractDenoiser`."""
+"""Denoisers by name. Each factory is `build(index, opts) -> AbstractDenoiser`, with opts
+the denoiser's own options class (denoisers/options.py)."""
 
 from diffcli.registry import resolve
 

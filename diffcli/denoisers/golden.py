@@ -320,8 +320,8 @@ def piece_blocks(proxy: np.ndarray, ids: np.ndarray):
 
 def golden_parts(index, opts) -> tuple[dict, dict]:
     """(row arrays as NumPy: data [N, D], proxy [N, d], half_psq [N]; everything else a golden denoiser holds)."""
-    if opts.base not in BASES:
-        raise UsageError(f"unknown golden base '{opts.base}'; choose from: {', '.join(BASES)}.")
+    if opts.golden_base not in BASES:
+        raise UsageError(f"unknown golden base '{opts.golden_base}'; choose from: {', '.join(BASES)}.")
     n = index.n
     d_min, d_max = default_sizes(index.attrs.get("dataset"), n)
     k_max = opts.golden_k_max if opts.golden_k_max is not None else max(d_max, opts.golden_k_min or 0)
@@ -338,12 +338,12 @@ def golden_parts(index, opts) -> tuple[dict, dict]:
             "half_psq": (0.5 * np.einsum("ij,ij->i", proxy, proxy)).astype(np.float32)}
     rest = dict(
         proxy_map=pmap,
-        masks=masks_for(index, opts) if opts.base == "pca-local" else None,
+        masks=masks_for(index, opts) if opts.golden_base == "pca-local" else None,
         coarse=build_coarse_stage(index, proxy, opts.golden_nprobe, opts.seed) if opts.golden_coarse else None,
         n=n, k_min=k_min, k_max=k_max,
         tol=None if opts.golden_tol is None else float(opts.golden_tol),
         proxy_scale2=proxy_scale2(pmap),
-        base=opts.base,
+        base=opts.golden_base,
         seed=int(opts.seed),
     )
     return rows, rest

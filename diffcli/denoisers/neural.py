@@ -37,6 +37,6 @@ def load_neural(path: str, shape: tuple[int, ...] | None = None) -> NeuralDenois
 
 def build(index, opts) -> NeuralDenoiser:
     """Factory for `--denoiser neural --model FILE`."""
-    if not opts.model_path:
+    if not opts.model:
         raise UsageError("the neural denoiser needs a model file: pass --model FILE (from diffcli train).")
-    return load_neural(opts.model_path, tuple(index.shape))
+    return load_neural(opts.model, tuple(index.shape))

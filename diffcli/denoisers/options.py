@@ -65,10 +65,6 @@ class GoldenOptions(Options):
     sigmas: np.ndarray | None = context()
     seed: int = context(0)
 
-    @property
-    def base(self) -> str:
-        return self.golden_base
-
 
 @dataclass(frozen=True)
 class ElsOptions(Options):
@@ -88,10 +84,6 @@ class NeuralOptions(Options):
     model: str | None = option(None, kind=str, help="a model file written by diffcli train.")
     sigmas: np.ndarray | None = context()
     seed: int = context(0)
-
-    @property
-    def model_path(self) -> str | None:
-        return self.model
 
 
 def parse_patch_sizes(value) -> tuple[int, ...] | None:
@@ -131,18 +123,3 @@ def denoiser_options(name: str, settings: dict, *, sigmas=None, seed: int = 0) -
         raise unknown_choice("denoiser", name, DENOISER_OPTIONS)
     return DENOISER_OPTIONS[name].from_settings(settings, sigmas=sigmas, seed=seed)
 
-
-@dataclass(frozen=True)
-class DenoiserOptions:  # TEMPORARY: every field at once, until the call sites use their component's class
-    sigmas: np.ndarray | None = None
-    chunk_size: int = 2048
-    seed: int = 0
-    base: str = "pca-local"
-    mask_threshold: float | None = None
-    golden_k_min: int | None = None
-    golden_k_max: int | None = None
-    golden_tol: float | None = None
-    golden_coarse: bool = False
-    golden_nprobe: int | None = None
-    els_patch_sizes: tuple[int, ...] | None = None
-    model_path: str | None = None
