@@ -31,17 +31,21 @@ def index_build(
 
     path = out or default_index_path(dataset, limit, root)
     check_writable(path, what="index file")  # before any data is read
-    if os.path.exists(path) and not overwrite:
+    reuse = os.path.exists(path) and not overwrite
+    if reuse and out is not None:
         raise DiffcliError(f"index file '{path}' exists; pass --overwrite to replace it or choose another --out.")
-    with Progress(f"index {dataset}", 2) as bar:
-        data = load_dataset(dataset, root=root, limit=limit)
-        bar.advance()
-        build_index(data, path, report=info, coarse=coarse)
-        bar.advance()
+    if reuse:  # the default index of this dataset is already built (as `sample` would reuse it)
+        info(f"the index of {dataset} is already at {path}; pass --overwrite to rebuild it")
+    else:
+        with Progress(f"index {dataset}", 2) as bar:
+            data = load_dataset(dataset, root=root, limit=limit)
+            bar.advance()
+            build_index(data, path, report=info, coarse=coarse)
+            bar.advance()
     idx = open_index(path)
     summary = {"out": path, "dataset": idx.attrs["dataset"], "n": idx.n, "n_heldout": int(idx.heldout.shape[0]),
                "shape": list(idx.shape), "content_sha256": idx.attrs["content_sha256"]}
     if json_out:
         emit_json(summary)
     else:
-        info(f"index of {summary['n']} samples ({summary['n_heldout']} held out) written to {path}")
+        info(f"index of {summary['n']} samples ({summary['n_heldout']} held out) {'at' if reuse else 'written to'} {path}")
