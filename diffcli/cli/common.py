@@ -125,7 +125,8 @@ def prepare_out_dir(out: str, overwrite: bool) -> str:
 
 LOCK = ".diffcli.lock"
 PREVIOUS = ".diffcli-previous"  # the replaced run's outputs while an --overwrite run is under way
-RUN_OUTPUTS = ("samples.h5", "grid.png")  # what a run writes into its --out folder
+# What runs write into their --out folder (sample and merge; concentration), moved aside and restored as one set.
+RUN_OUTPUTS = ("samples.h5", "grid.png", "concentration.json", "support.png", "support.pdf", "support.svg")
 
 
 @contextlib.contextmanager
@@ -135,8 +136,9 @@ def output_folder(out: str, overwrite: bool):
     - refuses (one sentence, exit 1) a file where the folder should be, a folder that cannot be written
       (read-only, /proc, permission), and a non-empty folder unless `overwrite`;
     - takes an exclusive lock (OUT/.diffcli.lock, flock): a second run on the same folder is refused at once;
-    - with `overwrite`, moves the previous run's outputs (samples.h5, grid.png) aside; they are deleted when this
-      run succeeds and put back when it fails or is interrupted, so the folder never mixes two runs;
+    - with `overwrite`, moves the previous run's outputs (RUN_OUTPUTS: samples.h5, grid.png, ...) aside; they are
+      deleted when this run succeeds and put back when it fails or is interrupted, so the folder never mixes two
+      runs (a failed run's own outputs are removed: a run is all or nothing); other files are left alone;
     - on exit releases the lock and removes the folder if this run created it and left it empty.
     Yields `out` itself.
     """
