@@ -165,6 +165,19 @@ def scaling(ns, dim: int, batch: int, k_min: int, k_max: int, repeats: int) -> l
     return out
 
 
+def plot_scaling(rows: list[dict], path: str, *, device: str = "", batch: int = 16, dim: int = 64) -> str:
+    """Time per denoiser call against N (log-log): exact proxy scan vs coarse stage, at low and high noise."""
+    from diffcli.io.plot import save_line_plot
+
+    ns = [r["n"] for r in rows]
+    series = {f"{stage} screen, sigma = {s}": (ns, [1e3 * r[f"{key}_s_sigma{s}"] for r in rows])
+              for s in ("0.05", "2.0") for stage, key in (("exact proxy", "exact"), ("coarse (clusters)", "coarse"))}
+    save_line_plot(path, series, xlabel="training rows N", ylabel="time per call (ms, best of repeats)",
+                   title=f"GoldDiff time per call vs N: golden (empirical base), proxy-only vectors d={dim}, "
+                         f"batch {batch}" + (f"\non {device}" if device else ""))
+    return path
+
+
 def print_protocol(a: dict) -> None:
     print("\nstep  sigma     golden_s  pca_local_s  empirical_s   r2_min  max_dev   tol_s  tol_r2_min")
     for r in a["steps"]:
@@ -211,6 +224,8 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
+    if b:
+        print(f"plot {plot_scaling(b, os.path.splitext(args.out)[0] + '_time_vs_n.png', device=result['device'])}")
     if a is not None:
         print_protocol(a)
     print("\n       N   exact(s)  coarse(s)  exact@hi  coarse@hi  recall")

@@ -84,11 +84,18 @@ def schedule_fit(
     write_json(out, doc)
     png = None
     if plot and curve is not None:
-        from diffcli.schedules.plot import save_loss_plot
+        from diffcli.io.plot import save_loss_plot
+        from diffcli.schedules import get_schedule
 
         png = os.path.splitext(out)[0] + ".png"
+        peers = {p: get_schedule(p, steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+                 for p in ("edm", "log-snr", "vp-leading") if p != method}
+        what = f"{method} (rule {las_rule})" if method == "las" else method
+        made = (f"{source.get('dataset') or 'index'}, {source['denoiser']} denoiser, {source['split']} split"
+                if "denoiser" in source else f"training log {os.path.basename(loss_file)} ({loss_kind} loss)")
         save_loss_plot(png, curve.sigma, curve.loss, doc["sigmas"], smoothed=record["loss_curve"]["smoothed"],
-                       title=f"{method}: x0 loss per dimension vs sigma, {steps} steps")
+                       stderr=curve.stderr, peers=peers, name=method,
+                       title=f"{what} schedule, {steps} steps, fitted to the loss curve of\n{made}")
     summary = {"out": out, "plot": png, "method": method, "steps": steps, "sigmas": doc["sigmas"],
                "objective": doc.get("objective")}
     if json_out:

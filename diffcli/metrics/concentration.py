@@ -131,12 +131,8 @@ def run_concentration(index, *, denoiser: str = "golden", base: str = "pca-local
             "summary": summarise(rows), "per_sample": rows}
 
 
-def save_support_plot(path, result: dict) -> None:
-    """Effective support, participation ratio and the golden k (means over samples) against sigma."""
-    from diffcli.metrics.logplot import save_loglog
+def save_support_plot(path, result: dict, *, formats=("png",)) -> list[str]:
+    """Effective support, participation ratio and golden k, and the certified bound, against sigma (log-log)."""
+    from diffcli.io.plot import concentration_figure, save_figure
 
-    s = result["summary"]
-    curves = {"support (1-1e-3)": [r["support_mean"] for r in s], "participation": [r["participation_mean"] for r in s],
-              "golden k": [r["golden_k_mean"] for r in s]}
-    save_loglog(path, [r["sigma"] for r in s], curves,
-                title=f"posterior concentration: {result['dataset']} (N={result['n']})")
+    return save_figure(concentration_figure(result), path, formats=formats)
