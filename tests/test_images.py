@@ -21,8 +21,8 @@ def test_save_grid_enlarges_small_images_with_a_visible_gap(tmp_path):
     x = rng.uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
     save_grid(tmp_path / "g.png", x, ncol=2)
     got = np.asarray(Image.open(tmp_path / "g.png"))
-    scale, pad = 6, 3  # 8 px cells are enlarged to 48 px; the gap is half the enlargement
-    assert got.shape == (2 * (48 + pad) + pad,) * 2
+    scale, pad = 12, 6  # 8 px cells are enlarged by 12 to 96 px; the gap is 1/16 of the cell
+    assert got.shape == (2 * (96 + pad) + pad,) * 2
     u8 = np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8)
-    cell = got[pad + 48 + pad: pad + 48 + pad + 48, pad: pad + 48]  # sample 2: second row, first column
+    cell = got[pad + 96 + pad: pad + 96 + pad + 96, pad: pad + 96]  # sample 2: second row, first column
     np.testing.assert_array_equal(cell, u8[2, 0].repeat(scale, 0).repeat(scale, 1))
