@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -44,14 +45,21 @@ def evaluate_samples(
     max_reference: Annotated[int, Opt("--max-reference", help="Training rows compared against, at most.")] = 5000,
     seed: Annotated[int, Opt("--seed", help="Seed of the reference subset and random projections.")] = 0,
     json_out: Annotated[bool, Opt("--json", help="Print one JSON object on stdout.")] = False,
-    report: Annotated[str | None, Opt("--report", help="Write a PNG report here.")] = None,
+    report: Annotated[str | None, Opt("--report", help="Write a PNG report here: samples beside their nearest "
+                                                         "training images, and the metric table.")] = None,
+    report_html: Annotated[str | None, Opt("--report-html", help="Write the report as one self-contained HTML "
+                                                                  "page here.")] = None,
+    figure_format: Annotated[str, Opt("--figure-format", help="png|pdf|svg: also write the --report figure in "
+                                                               "this format beside the PNG.")] = "png",
 ):
     """Evaluate OUT/samples.h5 against a reference run and/or the training set."""
     from diffcli.index import open_index
+    from diffcli.io.plot import figure_formats
     from diffcli.metrics.evaluate import evaluate, scalar_results
 
     if index is not None and dataset is not None:
         raise UsageError("give --index or --dataset, not both.")
+    formats = figure_formats(figure_format)
     if max_reference < 2:
         raise UsageError("--max-reference must be at least 2.")
     s = _read_checked(samples, "samples", need_seed=reference is not None)
@@ -66,14 +74,18 @@ def evaluate_samples(
                       seed=seed)
     inputs = {"samples": samples, "reference": reference, "index": index_path}
     scalars = {**{k: v for k, v in inputs.items() if v is not None}, **scalar_results(result)}
-    if report is not None:
-        from diffcli.metrics.report import write_report
+    if report is not None or report_html is not None:
+        from diffcli.metrics.report import distance_ratios, write_report
 
-        pairs = None
+        pairs, arrays = None, result["arrays"]
         if idx is not None and idx.kind == "image":
-            pairs = idx.train_data()[result["arrays"]["nearest"]].reshape(-1, *idx.shape)
-        write_report(report, scalars, samples=s["samples"] if pairs is not None else None, nearest=pairs)
-        scalars["report"] = report
+            pairs = idx.train_data()[arrays["nearest"]].reshape(-1, *idx.shape)
+        ratios = distance_ratios(arrays["d1"], arrays["d2"]) if "d1" in arrays else None
+        against = " and ".join(f"{k} {os.path.basename(v)}" for k, v in inputs.items() if k != "samples" and v)
+        write_report(report, scalars, samples=s["samples"] if pairs is not None else None, nearest=pairs,
+                     ratios=ratios, html_path=report_html, formats=formats,
+                     title=f"diffcli evaluate: {os.path.basename(samples)} against {against}")
+        scalars.update({k: v for k, v in (("report", report), ("report_html", report_html)) if v is not None})
     if json_out:
         emit_json(scalars)
     else:
@@ -110,11 +122,10 @@ def print_table(scalars: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from diffcli.metrics.report import metric_lines
+    from diffcli.metrics.report import metric_rows
 
     table = Table("metric", "value", title="diffcli evaluate")
-    for line in metric_lines(scalars):
-        name, _, value = line.partition(": ")
+    for name, value, _ in metric_rows(scalars):
         table.add_row(name, value)
     Console().print(table)
 
