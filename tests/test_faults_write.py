@@ -152,10 +152,11 @@ def test_stale_parts_of_dead_runs_are_removed(tmp_path):
     dead = tmp_path / ".r.json.999999999.abcd.part"  # above any pid_max: its process is gone
     alive = tmp_path / ".r.json.1.abcd.part"  # pid 1 runs: a write in progress is left alone
     other = tmp_path / ".q.json.999999999.abcd.part"  # another target's
-    for p in (dead, alive, other):
+    longer = tmp_path / ".r.json.7.999999999.abcd.part"  # a live run's part of 'r.json.7'
+    for p in (dead, alive, other, longer):
         p.write_bytes(b"x" * 10)
     write_json(tmp_path / "r.json", {"a": 1})
-    assert not dead.exists() and alive.exists() and other.exists()
+    assert not dead.exists() and alive.exists() and other.exists() and longer.exists()
 
 
 # --- the real thing: a small tmpfs that fills up (needs root and permission to mount) ---------------------------------
@@ -211,6 +212,33 @@ def test_really_full_disk_index_in_process(tiny_fs, monkeypatch):
         write_samples(tiny_fs / "x.h5", samples=np.ones((300, 64)), noise=np.ones((300, 64)), ids=np.arange(300),
                       settings={}, sigmas=[1.0, 0.0])
     assert os.listdir(tiny_fs) == []
+
+
+@pytest.fixture
+def read_only_fs(tmp_path):
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    try:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True,
+                            timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    if not ok:
+        pytest.skip("mounting a read-only tmpfs is not permitted here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=20)
+
+
+def test_read_only_file_system_is_refused_before_any_work(read_only_fs, tmp_path, monkeypatch):
+    import diffcli.train.loop as loop
+
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("training started"))
+    shards = fake_shards(tmp_path)
+    for args in (["train", "--dataset", "digits", "--out", read_only_fs / "m.eqx"],
+                 ["index-build", "-d", "shapes:res=16,n=30", "-o", read_only_fs / "i.h5"],
+                 ["schedule-fit", "--method", "edm", "--out", read_only_fs / "sub" / "e.json"],
+                 ["merge", *shards, "--out", read_only_fs / "m"]):
+        refused(invoke(*args), "read-only", str(read_only_fs))
 
 
 def test_full_disk_merge_in_a_subprocess(tmp_path):

@@ -75,8 +75,8 @@ def remove_stale_parts(path) -> list[str]:
     for name in names:
         if not (name.startswith(prefix) and name.endswith(PART)):
             continue
-        pid = name[len(prefix):].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        parts = name[len(prefix):-len(PART)].split(".")  # PID and mkstemp's random part (no dots in it)
+        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) == os.getpid() or _alive(int(parts[0])):
             continue
         with contextlib.suppress(OSError):
             os.remove(os.path.join(folder, name))
