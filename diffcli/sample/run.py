@@ -101,7 +101,7 @@ def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=No
         write_samples(samples_path, samples=images, noise=result.noise, ids=result.ids, settings=recorded,
                       sigmas=sigmas)
         if grid is not None:
-            save_grid(grid, images[:256])
+            save_grid(grid, images, ncol=run.grid_cols)
     steps = max(len(sigmas) - 1, 1)
     return {"n": len(ids), "nfe": result.nfe, "rounds": result.rounds, "seconds": round(result.seconds, 4),
             "seconds_per_step": round(result.seconds / steps, 6), "out": os.path.abspath(samples_path),

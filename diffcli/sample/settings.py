@@ -31,6 +31,7 @@ class RunOptions(Options):
     num_samples: int = option(64, minimum=1, help="How many samples.", short="-n")
     seed: int = option(0, minimum=0, maximum=SEED_LIMIT - 1, help="Sample i's noise depends on (seed, i) alone.")
     batch_size: int = option(64, minimum=1, help="Samples per jitted batch.")
+    grid_cols: int | None = option(None, kind=int, minimum=1, help="Columns of grid.png (default: a square).")
 
 
 COMPONENTS = {"denoiser": DENOISER_OPTIONS, "solver": SOLVER_OPTIONS, "schedule": SCHEDULE_OPTIONS}
