@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from diffcli.cli import app
 from diffcli.data.manifests import REPO
-from tests.importer_files import make_cifar, make_mnist
+from tests.helpers.importer_files import make_cifar, make_mnist
 
 runner = CliRunner()
 

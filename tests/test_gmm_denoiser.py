@@ -6,11 +6,11 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussian_oracle import x64
 from scipy.special import logsumexp
 
 from diffcli.denoisers.gmm import GMMDenoiser, build
 from diffcli.errors import DiffcliError, UsageError
+from tests.helpers.gaussian_oracle import x64
 
 
 def mixture(dim=5, k=3, seed=0):

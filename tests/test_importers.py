@@ -9,7 +9,7 @@ import pytest
 
 from diffcli.data import load_dataset
 from diffcli.errors import DiffcliError
-from tests.importer_files import (
+from tests.helpers.importer_files import (
     make_cifar,
     make_class_folders,
     make_edm,

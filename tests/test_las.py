@@ -6,7 +6,6 @@ import json
 import jax
 import numpy as np
 import pytest
-from gaussian_oracle import GaussianDenoiser, ddim_law, random_gaussian
 from scipy import integrate
 
 from diffcli.errors import DiffcliError, UsageError
@@ -22,6 +21,7 @@ from diffcli.schedules.loss import (
     measure_loss_curve,
     read_loss_log,
 )
+from tests.helpers.gaussian_oracle import GaussianDenoiser, ddim_law, random_gaussian
 
 LAM = np.exp(np.linspace(np.log(0.05), np.log(2.0), 16))
 

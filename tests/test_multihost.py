@@ -13,6 +13,7 @@ import pytest
 
 from diffcli.errors import DiffcliError, UsageError
 from diffcli.parallel.distributed import first_slurm_host, resolve_config
+from tests.helpers.multidevice import with_devices
 
 WORKER = textwrap.dedent(
     """
@@ -51,7 +52,7 @@ def free_port() -> int:
 def launch(pid, n_proc, port, index, queries, out, timeout=60.0):
     args = dict(coordinator=f"127.0.0.1:{port}", n_proc=n_proc, pid=pid, index=str(index), queries=str(queries),
                 out=str(out), sigmas=SIGMAS, timeout=timeout)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=with_devices(1))
     return subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -127,7 +128,7 @@ def test_config_from_flags_slurm_and_errors():
 
 
 def sample_cli(args, *, devices=1):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=with_devices(devices))
     return subprocess.Popen([sys.executable, "-m", "diffcli", "sample", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

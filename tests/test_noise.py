@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from gaussian_oracle import denoise, random_gaussian
 
 from diffcli import noise
 from diffcli.errors import UsageError
+from tests.helpers.gaussian_oracle import denoise, random_gaussian
 
 
 def test_ddpm_alpha_bar_is_the_linear_beta_product():

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from gaussian_oracle import karras_sigmas
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +11,7 @@ from diffcli import noise
 from diffcli.errors import DiffcliError, UsageError
 from diffcli.schedules import SCHEDULES, get_schedule
 from diffcli.schedules.grid import is_valid_schedule
+from tests.helpers.gaussian_oracle import karras_sigmas
 
 RANGED = ["edm", "log-snr", "cosine"]
 

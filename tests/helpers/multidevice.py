@@ -115,11 +115,16 @@ def compute(devices: int, out_dir: str) -> None:
         json.dump(meta, f)
 
 
+def with_devices(devices: int) -> str:
+    """XLA_FLAGS for a fresh interpreter with `devices` fake CPU devices, keeping the test run's other XLA flags."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}"])
+
+
 def start(devices: int, out_dir: str) -> subprocess.Popen:
     """A fresh interpreter with `devices` fake CPU devices running `compute` (the caller waits, with a timeout)."""
     path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               PYTHONPATH=path)
+    env = dict(os.environ, XLA_FLAGS=with_devices(devices), JAX_PLATFORMS="cpu", PYTHONPATH=path)
     return subprocess.Popen([sys.executable, "-m", "tests.helpers.multidevice", str(devices), out_dir], env=env,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

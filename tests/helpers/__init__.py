@@ -1,0 +1,1 @@
+"""Shared test helpers, imported as `from tests.helpers.<module> import ...`."""
