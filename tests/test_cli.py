@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffcli.cli import app
+from tests.helpers.tolerance import assert_close
 
 runner = CliRunner()
 SMALL = ["--steps", "4", "-n", "6", "--batch-size", "4", "--json"]
@@ -48,7 +49,8 @@ def test_same_seed_same_samples_whatever_the_batch_size(sampled, tmp_path, digit
                  "--steps", "4", "-n", "6", "--batch-size", "6")
     assert res.exit_code == 0, res.output
     with h5py.File(out / "samples.h5") as a, h5py.File(tmp_path / "b" / "samples.h5") as b:
-        np.testing.assert_array_equal(a["noise"][...], b["noise"][...])
+        # batches of 4 and 6 are two compiled programs: the same noise up to a few float32 roundings of its size
+        assert_close(a["noise"][...], b["noise"][...], dtype=np.float32, ulps=4)
         np.testing.assert_allclose(a["samples"][...], b["samples"][...], atol=1e-5)
 
 

@@ -5,7 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussian_oracle import (
+
+from diffcli.denoisers.base import AbstractDenoiser
+from diffcli.errors import UsageError
+from diffcli.solvers import get_solver
+from diffcli.solvers.base import per_sample_normal
+from diffcli.solvers.ddpm import coupled_noise
+from tests.helpers.gaussian_oracle import (
     GaussianDenoiser,
     ddim_law,
     denoise,
@@ -14,12 +20,7 @@ from gaussian_oracle import (
     random_gaussian,
     x64,
 )
-
-from diffcli.denoisers.base import AbstractDenoiser
-from diffcli.errors import UsageError
-from diffcli.solvers import get_solver
-from diffcli.solvers.base import per_sample_normal
-from diffcli.solvers.ddpm import coupled_noise
+from tests.helpers.tolerance import assert_close
 
 DIM = 6
 
@@ -59,7 +60,8 @@ def test_step_to_zero_returns_the_denoised_point():
         sig = jnp.asarray([3.0, 0.0])
         for name in ("euler", "heun", "dpmpp-2m", "ddpm"):
             out = get_solver(name)(den, jnp.asarray(x_t), sig, key=jax.random.split(jax.random.PRNGKey(0), 4))
-            np.testing.assert_array_equal(np.asarray(out.x0), np.asarray(den(jnp.asarray(x_t), 3.0)))
+            # the solver's program and the eager call round differently: DIM products of size |x_t| per entry
+            assert_close(out.x0, den(jnp.asarray(x_t), 3.0), dtype=np.float64, cond=DIM, scale=np.abs(x_t).max())
             assert int(out.nfe) == 1 and int(out.rounds) == 1
 
 
@@ -162,7 +164,7 @@ def test_determinism_and_batch_independence():
     solver = eqx.filter_jit(get_solver("ddpm"))
     a = np.asarray(solver(den, x, sig, key=keys).x0)
     b = np.asarray(solver(den, x, sig, key=keys).x0)
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, b)  # the same compiled program on the same inputs: bit-identical
     part = np.asarray(solver(den, x[:2], sig, key=keys[:2]).x0)
     np.testing.assert_allclose(part, a[:2], rtol=1e-5, atol=1e-5)
     other = np.asarray(solver(den, x, sig, key=jax.random.split(jax.random.PRNGKey(12), 5)).x0)
