@@ -2,9 +2,9 @@
 
 import jax
 import numpy as np
-from diffcli.sample.batches import generate, initial_noise, shard_ids, solver_keys
 
 from diffcli.denoisers.empirical import EmpiricalDenoiser
+from diffcli.sample.batches import generate, initial_noise, shard_ids, solver_keys
 from diffcli.schedules import get_schedule
 from diffcli.solvers import get_solver
 from tests.helpers.tolerance import assert_close
