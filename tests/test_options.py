@@ -121,11 +121,12 @@ def test_dataset_and_index_together_are_refused(tmp_path, digits_index_path):
     assert res.exit_code == 2 and "not both" in res.stderr
 
 
-@pytest.mark.parametrize("args", [["--steps", "0"], ["--dataset", "imaginary"], ["--index", "/nonexistent/x.h5"],
-                                  ["--seed", str(2**64)], ["--seed", "-1"], ["--schedule", "zigzag"]])
-def test_refused_runs_leave_no_output_folder(args, tmp_path):
+@pytest.mark.parametrize("args, code", [
+    (["--steps", "0"], 2), (["--dataset", "imaginary"], 2), (["--index", "/nonexistent/x.h5"], 1),
+    (["--seed", str(2**64)], 2), (["--seed", "-1"], 2), (["--schedule", "zigzag"], 2)])
+def test_refused_runs_leave_no_output_folder(args, code, tmp_path):
     res = runner.invoke(app, ["sample", *args, "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == code, res.output
     assert not (tmp_path / "o").exists()
 
 

@@ -17,5 +17,16 @@ from diffcli.cli import datasets, evaluate, index_build, merge, sample, schedule
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point: Ctrl-C or SIGTERM at any moment, even before a command starts, exits 130."""
+    import signal
+    import sys
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("diffcli: error: interrupted; no half-written file was left behind.\n")
+        sys.exit(130)

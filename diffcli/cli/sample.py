@@ -13,7 +13,7 @@ import typer
 
 from diffcli.cli import app
 from diffcli.cli.common import Progress, command, emit_json, info
-from diffcli.errors import UsageError
+from diffcli.errors import DiffcliError, UsageError
 from diffcli.options import flag_name
 
 Opt = typer.Option
@@ -99,7 +99,7 @@ def check_index_and_dataset(dataset: str | None, index: str | None) -> None:
     """Fail on an unknown dataset or a missing index file before any output folder is made."""
     if index is not None:
         if not os.path.isfile(index):
-            raise UsageError(f"index file '{index}' does not exist.")
+            raise DiffcliError(f"index file '{index}' does not exist.")
         return
     from diffcli.data import DATASETS, parse_spec
     from diffcli.registry import resolve

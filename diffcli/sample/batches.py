@@ -81,15 +81,17 @@ def _run_batch(solver, options, denoiser, x_t, sigmas, keys):
 
 
 def generate(*, denoiser, solver, sigmas, shape, ids, seed: int, batch_size: int, solver_options=None,
-             progress=None) -> SampleRun:
+             progress=None, run_size: int | None = None) -> SampleRun:
     """Run `solver` over the samples `ids` in batches of `batch_size` (the last batch padded, one compile).
 
-    `solver_options`: the solver's own options (the flag values of its options class).
+    `solver_options`: the solver's own options (the flag values of its options class). `run_size`: the number of
+    samples of the whole run when `ids` is one shard of it; batches then keep the whole run's shape, so a shard runs
+    the very program the one-shot run runs and merged shards equal it bit for bit.
     """
     options = dict(solver_options or {})
     sigmas_j = jnp.asarray(sigmas, jnp.float32)
     ids = np.asarray(ids)
-    batch_size = max(1, min(batch_size, len(ids)))
+    batch_size = max(1, min(batch_size, len(ids) if run_size is None else run_size))
     outs, starts = [], []
     nfe = rounds = 0
     t0 = time.perf_counter()

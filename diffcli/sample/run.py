@@ -84,7 +84,7 @@ def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=No
     shape, kind = tuple(int(v) for v in attrs["shape"]), attrs["kind"]
     ids = shard_ids(run.num_samples, shard)
     batches = dict(denoiser=denoiser, solver=solver, sigmas=sigmas, shape=shape, ids=ids, seed=run.seed,
-                   batch_size=run.batch_size, solver_options=settings.solver.flag_values())
+                   batch_size=run.batch_size, solver_options=settings.solver.flag_values(), run_size=run.num_samples)
     if progress_cls is None:
         result = generate(**batches)
     else:
