@@ -63,6 +63,10 @@ def schedule_fit(
         raise UsageError(f"unknown method '{method}'; choose from: {', '.join(METHODS)}.")
     check_steps(steps)
     check_range(sigma_min, sigma_max)
+    if method == "las":
+        from diffcli.schedules.las import check_fit_memory
+
+        check_fit_memory(steps, las_rule)  # before the loss curve is measured
     sources = sum(x is not None for x in (dataset, index, loss_file))
     if sources > 1:
         raise UsageError("give only one of --dataset, --index and --loss-file.")

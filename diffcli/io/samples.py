@@ -52,3 +52,5 @@ def read_samples(path) -> dict:
             }
     except OSError:
         raise DiffcliError(f"'{path}' is not an HDF5 file or it is truncated.") from None
+    except (json.JSONDecodeError, TypeError):
+        raise DiffcliError(f"'{path}' has damaged settings (settings_json is not JSON).") from None
