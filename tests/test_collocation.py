@@ -5,12 +5,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussian_oracle import GaussianDenoiser, denoise, karras_sigmas, pf_ode_flow, random_gaussian, x64
+from helpers.gaussian_oracle import (
+    GaussianDenoiser,
+    denoise,
+    karras_sigmas,
+    pf_ode_flow,
+    random_gaussian,
+    x64,
+)
 
 from diffcli.denoisers.gmm import GMMDenoiser
 from diffcli.errors import UsageError
 from diffcli.solvers import get_solver
 from diffcli.solvers.chebyshev import chebyshev_table
+from diffcli.solvers.options import CollocationOptions
 from diffcli.solvers.reference import reference_sample, solve_pf_ode
 
 colloc = eqx.filter_jit(get_solver("collocation"))
@@ -103,3 +111,31 @@ def test_usage_errors():
     for bad in (dict(colloc_nodes=0), dict(colloc_windows=0), dict(colloc_iters=0), dict(colloc_tol=-1.0)):
         with pytest.raises(UsageError):
             get_solver("collocation")(den, x_t, sig, **bad)
+
+
+def separated_mixture(dim=16, ratio=6.0, components=8, radius=2.0):
+    """8 equal-weight isotropic components, means on a sphere of radius R, std R / ratio (R/std = ratio)."""
+    rng = np.random.default_rng(7)
+    means = rng.standard_normal((components, dim))
+    means *= radius / np.linalg.norm(means, axis=1, keepdims=True)
+    return GMMDenoiser.from_arrays(means, np.full(components, radius / ratio), np.full(components, 1.0 / components),
+                                   dtype=np.float64)
+
+
+def test_tolerance_bounds_the_final_relative_error():
+    """--colloc-tol eps (and the defaults, eps 1e-4): every sample ends within eps of a float64 Dopri8 solve of the
+    PF-ODE, relatively, on a well-separated 8-component mixture; a looser eps takes fewer rounds."""
+    sig = karras_sigmas(8)
+    with x64():
+        den = separated_mixture()
+        x_t = jnp.asarray(80.0 * np.random.default_rng(3).standard_normal((4, 16)))
+        ref, _ = reference_sample(den, x_t, sig, rtol=1e-12, atol=1e-12)
+        ref = np.asarray(ref)
+        runs = {tol: colloc(den, x_t, jnp.asarray(sig), colloc_tol=tol) for tol in (1e-2, 1e-3)}
+        runs[1e-4] = colloc(den, x_t, jnp.asarray(sig))
+        explicit = colloc(den, x_t, jnp.asarray(sig), **CollocationOptions().flag_values())
+    np.testing.assert_array_equal(np.asarray(explicit.x0), np.asarray(runs[1e-4].x0))
+    for tol, out in runs.items():
+        err = np.linalg.norm(np.asarray(out.x0) - ref, axis=1) / np.linalg.norm(ref, axis=1)
+        assert np.all(err <= tol), (tol, err)
+    assert int(runs[1e-2].rounds) < int(runs[1e-3].rounds) < int(runs[1e-4].rounds)

@@ -10,13 +10,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussian_oracle import GaussianDenoiser, karras_sigmas, random_gaussian, x64
+from helpers.gaussian_oracle import GaussianDenoiser, karras_sigmas, random_gaussian, x64
 
 from diffcli.denoisers.gmm import GMMDenoiser
 from diffcli.errors import UsageError
 from diffcli.solvers import get_solver
 from diffcli.solvers.base import per_sample_normal
-from diffcli.solvers.picard import MODES, affine_prefix, anderson_update, picard_round, secant_slopes
+from diffcli.solvers.options import PicardOptions
+from diffcli.solvers.picard import (
+    MODES,
+    affine_prefix,
+    anderson_update,
+    make_plan,
+    picard_round,
+    secant_slopes,
+)
 
 SEQUENTIAL = {"sde": "ddpm", "ode": "euler"}
 picard = eqx.filter_jit(get_solver("picard"))
@@ -199,10 +207,10 @@ def test_anderson_accelerates_the_ode():
         den = gmm_denoiser()
         x_t, sig, keys = start(steps=200)
         seq = np.asarray(get_solver("euler")(den, x_t, sig, key=keys).x0)
-        runs = [picard(den, x_t, sig, key=keys, picard_mode="ode", picard_blocks=1, picard_iters=12, picard_anderson=m)
-                for m in (None, 2)]
-        tol = [picard(den, x_t, sig, key=keys, picard_mode="ode", picard_tol=3e-3, picard_window=200, picard_anderson=m)
-               for m in (None, 2)]
+        runs = [picard(den, x_t, sig, key=keys, picard_mode="ode", picard_blocks=1, picard_iters=12, picard_anderson=m,
+                       picard_newton=False) for m in (0, 2)]
+        tol = [picard(den, x_t, sig, key=keys, picard_mode="ode", picard_tol=3e-3, picard_window=200, picard_anderson=m,
+                      picard_newton=False) for m in (0, 2)]
     fixed = [rel_err(o.x0, seq) for o in runs]
     assert fixed[1] < fixed[0] / 10, fixed
     errs = [rel_err(o.x0, seq) for o in tol]
@@ -256,14 +264,53 @@ def test_usage_errors():
     den = gmm_denoiser(dtype=np.float32)
     x_t, sig, keys = start(dtype=jnp.float32)
     for bad in (dict(picard_mode="sdx"), dict(picard_tol=0.0), dict(picard_iters=0), dict(picard_blocks=0),
-                dict(picard_blocks=3, picard_window=7), dict(picard_anderson=-1), dict(picard_anderson=1.5)):
+                dict(picard_blocks=3, picard_window=7), dict(picard_anderson=-1), dict(picard_anderson=1.5),
+                dict(picard_rule="paradigms"), dict(picard_rule="window", picard_iters=2),
+                dict(picard_rule="window", picard_blocks=2), dict(picard_rule="blocks", picard_tol=1e-3),
+                dict(picard_blocks=2, picard_tol=1e-3), dict(picard_blocks=2, picard_window=6)):
         with pytest.raises(UsageError):
             get_solver("picard")(den, x_t, sig, key=keys, **bad)
 
 
-RUNS = {"picard": ("picard", dict(picard_window=4, picard_iters=2)),
+def test_every_option_given_explicitly_is_the_default_run():
+    """The pipeline passes every field of PicardOptions: that equals the call with none of them (one place)."""
+    with x64():
+        den, x_t, sig, keys, _ = with_sequential("sde", steps=12)
+        implicit = picard(den, x_t, sig, key=keys)
+        explicit = picard(den, x_t, sig, key=keys, **PicardOptions().flag_values())
+    np.testing.assert_array_equal(np.asarray(implicit.x0), np.asarray(explicit.x0))
+    plan = make_plan(PicardOptions(), 1000, 64)
+    assert plan.rule == "window" and plan.newton and plan.window == 500 and plan.memory == 0
+    assert make_plan(PicardOptions(picard_iters=3), 1000, 64).rule == "blocks"
+
+
+def separated_mixture(dim=16, ratio=6.0, components=8, radius=2.0):
+    """8 equal-weight isotropic components, means on a sphere of radius R, std R / ratio (R/std = ratio)."""
+    rng = np.random.default_rng(7)
+    means = rng.standard_normal((components, dim))
+    means *= radius / np.linalg.norm(means, axis=1, keepdims=True)
+    return GMMDenoiser.from_arrays(means, np.full(components, radius / ratio), np.full(components, 1.0 / components),
+                                   dtype=np.float64)
+
+
+@pytest.mark.parametrize("mode", ["sde", "ode"])
+def test_tolerance_bounds_the_final_relative_error(mode):
+    """--picard-tol eps: every sample ends within eps of the sequential sample from the same keys, relatively, on a
+    well-separated 8-component mixture (the exact denoiser); the defaults otherwise."""
+    with x64():
+        den = separated_mixture()
+        x_t, sig, keys = start(batch=4, dim=16, steps=200)
+        seq = np.asarray(get_solver(SEQUENTIAL[mode])(den, x_t, sig, key=keys).x0)
+        runs = {tol: picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=tol) for tol in (1e-2, 1e-3, 1e-4)}
+    for tol, out in runs.items():
+        err = np.linalg.norm(np.asarray(out.x0) - seq, axis=1) / np.linalg.norm(seq, axis=1)
+        assert np.all(err <= tol), (mode, tol, err)
+        assert int(out.rounds) < 200 // 4, (tol, int(out.rounds))  # and far fewer rounds than steps
+
+
+RUNS = {"picard": ("picard", dict(picard_window=4, picard_iters=2, picard_newton=False)),
         "picard-newton": ("picard", dict(picard_window=4, picard_iters=2, picard_newton=True)),
-        "collocation": ("collocation", dict(colloc_nodes=4, colloc_windows=2))}
+        "collocation": ("collocation", dict(colloc_nodes=4, colloc_windows=2, colloc_iters=4))}
 MULTI_DEVICE = r"""
 import json, os, sys
 import jax, jax.numpy as jnp, numpy as np

@@ -1,13 +1,9 @@
 """Chebyshev collocation on the probability-flow ODE (Lee, Song, Vempala 2018; Gatmiry, Chen, Salim 2026).
 
-Time variable: u = log sigma. In u the PF-ODE reads dx/du = x - D(x, e^u): the full drift, with no 1/sigma factor, so
-its Lipschitz constant is ||I - dD/dx|| (bounded for smooth data, about (R/sigma)^2 where modes separate) instead of
-growing like 1/sigma (sigma time) or 1/sigma^2 (OU time t = log(1 + sigma^2), where dt = 2 sigma dsigma near 0).
-Equal windows in u are geometric in sigma. The solution is smooth in u (x ~ sigma = e^u at large sigma, an entire
-function), so a degree D-1 polynomial on each window is spectrally accurate.
-
-Per window [u0, u0 + h] (h < 0, integrating down in sigma): node states Y (all D nodes in one batched call per round)
-  Y^(0) = y0,   F^(k) = f(u0 + c, Y^(k)),   Y^(k+1) = y0 + A(h) F^(k),   output y0 + w(h) . F^(last).
+The PF-ODE dx/du = x - D(x, e^u) in u = log sigma is solved window by window: the drift is a polynomial through
+Chebyshev nodes, and the node states solve the collocation equations by fixed-point rounds (all nodes in one batched
+call). `--colloc-tol` sizes the windows and stops the rounds so that the sample ends within it, relatively, of the
+exact flow. Derivation and choices: docs/collocation.md.
 """
 
 from __future__ import annotations
@@ -15,12 +11,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffcli.errors import UsageError
 from diffcli.solvers.base import SampleResult, first_nonfinite
 from diffcli.solvers.chebyshev import chebyshev_table
-from diffcli.solvers.steps import call_denoiser, call_points, check_sigmas, positive_int
+from diffcli.solvers.options import CollocationOptions
+from diffcli.solvers.steps import call_denoiser, call_points, check_sigmas
 
-MAX_TOL_ROUNDS = 64  # round cap per window when colloc_tol decides and colloc_iters is not given
+MAX_TOL_ROUNDS = 64  # round cap per window when the tolerance decides and colloc_iters is not given
 
 
 def sigma_range(sig):
@@ -43,7 +39,8 @@ def relative_change(new, old):
 
 
 def solve_window(denoiser, y0, u0, h, table, *, key, window, iters, tol):
-    """One collocation window from u0 to u0 + h: (end state, rounds used)."""
+    """One collocation window from u0 to u0 + h: (end state, rounds used). tol None: exactly `iters` rounds; else
+    rounds until the node states' relative change is at most tol (at most `iters`)."""
     nodes = jnp.asarray(table.nodes, y0.dtype)
     mat = h * jnp.asarray(table.matrix, y0.dtype)
     weights = h * jnp.asarray(table.weights, y0.dtype)
@@ -51,61 +48,59 @@ def solve_window(denoiser, y0, u0, h, table, *, key, window, iters, tol):
     sig_nodes = jnp.exp(u0 + h * nodes)
     tags = window * n + jnp.arange(n, dtype=jnp.int32)
 
-    def drift(ys):
-        return ys - call_points(denoiser, ys, sig_nodes, key, tags)
-
     def round_(ys):
-        f = drift(ys)
+        f = ys - call_points(denoiser, ys, sig_nodes, key, tags)
         return y0[None] + combine(mat, f), f
+
+    def cond(state):
+        _, _, res, it = state
+        return (res > tol) & (it < iters)
+
+    def body(state):
+        ys, _, _, it = state
+        new, f = round_(ys)
+        return new, f, relative_change(new, ys), it + 1
 
     ys0 = jnp.broadcast_to(y0, (n,) + y0.shape)
     if tol is None:
-        def body(_, carry):
-            ys, _ = carry
-            return round_(ys)
-
-        _, f = jax.lax.fori_loop(0, iters, body, (ys0, jnp.zeros_like(ys0)))
+        _, f = jax.lax.fori_loop(0, iters, lambda _, carry: round_(carry[0]), (ys0, jnp.zeros_like(ys0)))
         used = jnp.asarray(iters, jnp.int32)
     else:
-        def cond(state):
-            _, _, res, it = state
-            return (res > tol) & (it < iters)
-
-        def body_tol(state):
-            ys, _, _, it = state
-            new, f = round_(ys)
-            return new, f, relative_change(new, ys), it + 1
-
         init = (ys0, jnp.zeros_like(ys0), jnp.asarray(jnp.inf, y0.dtype), jnp.asarray(0, jnp.int32))
-        _, f, _, used = jax.lax.while_loop(cond, body_tol, init)
+        _, f, _, used = jax.lax.while_loop(cond, body, init)
     return y0 + combine(weights[None], f)[0], used
 
 
-def sample_collocation(denoiser, x_T, sigmas, *, key=None, colloc_nodes: int = 8, colloc_iters: int | None = None,
-                       colloc_tol: float | None = None, colloc_windows: int = 20):
-    """Chebyshev collocation with Picard rounds per window (Lee-Song-Vempala 2018; Gatmiry-Chen-Salim 2026) on the
-    PF-ODE in log-sigma from sigma_max to sigma_min, then the final denoise to sigma 0."""
+def sample_collocation(denoiser, x_T, sigmas, *, key=None, **options):
+    """Chebyshev collocation with fixed-point rounds per window (Lee-Song-Vempala 2018; Gatmiry-Chen-Salim 2026) on
+    the PF-ODE in log-sigma from sigma_max to sigma_min, then the final denoise to sigma 0. Options:
+    CollocationOptions."""
+    opts = CollocationOptions(**options)
     check_sigmas(sigmas)
-    nodes = positive_int("colloc_nodes", colloc_nodes)
-    windows = positive_int("colloc_windows", colloc_windows)
-    if colloc_tol is not None and not float(colloc_tol) > 0:
-        raise UsageError(f"--colloc-tol must be positive (got {colloc_tol}).")
-    default_iters = nodes if colloc_tol is None else MAX_TOL_ROUNDS
-    iters = positive_int("colloc_iters", colloc_iters) if colloc_iters is not None else default_iters
+    nodes = opts.colloc_nodes
+    tol = opts.round_tolerance()
+    iters = opts.colloc_iters if opts.colloc_iters is not None else (nodes if tol is None else MAX_TOL_ROUNDS)
     table = chebyshev_table(nodes)
     sig = jnp.asarray(sigmas, x_T.dtype)
     s_max, s_min = sigma_range(sig)
     u_start = jnp.log(s_max)
-    h = (jnp.log(s_min) - u_start) / windows
-    tol = None if colloc_tol is None else float(colloc_tol)
+    span = jnp.log(s_min) - u_start  # negative: integrating down in sigma
+    if opts.colloc_windows is not None:
+        windows = jnp.asarray(opts.colloc_windows, jnp.int32)
+    else:
+        windows = jnp.maximum(jnp.ceil(-span / opts.window_length()), 1).astype(jnp.int32)
+    h = span / windows
+    # each window's rounds get an equal share of the other half of the tolerance
+    round_tol = None if tol is None else 0.5 * tol / windows.astype(x_T.dtype)
 
-    def body(carry, n):
+    def body(n, carry):
         x, rounds, bad = carry
-        x_new, used = solve_window(denoiser, x, u_start + n * h, h, table, key=key, window=n, iters=iters, tol=tol)
-        return (x_new, rounds + used, first_nonfinite(bad, n, x_new)), None
+        x_new, used = solve_window(denoiser, x, u_start + n * h, h, table, key=key, window=n, iters=iters,
+                                   tol=round_tol)
+        return x_new, rounds + used, first_nonfinite(bad, n, x_new)
 
     init = (x_T, jnp.asarray(0, jnp.int32), jnp.asarray(-1, jnp.int32))
-    (x, rounds, bad), _ = jax.lax.scan(body, init, jnp.arange(windows, dtype=jnp.int32))
+    x, rounds, bad = jax.lax.fori_loop(0, windows, body, init)
     to_zero = sig[-1] == 0
     x = jax.lax.cond(to_zero, lambda y: call_denoiser(denoiser, y, s_min, key, windows * nodes), lambda y: y, x)
     bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), windows, bad)

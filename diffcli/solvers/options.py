@@ -7,39 +7,115 @@ command line can list every flag cheaply.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from diffcli.options import NoOptions, Options, option
+from diffcli.errors import UsageError
+from diffcli.options import NoOptions, Options, flag_name, option
 
 
 @dataclass(frozen=True)
 class DdpmOptions(Options):
-    eta: float = option(1.0, help="ddpm: 1 = ancestral DDPM, 0 = DDIM (deterministic).", minimum=0.0,
+    eta: float = option(1.0, help="1 = ancestral DDPM, 0 = DDIM (deterministic).", minimum=0.0,
                         maximum=1.0)
+
+
+PICARD_TOL = 1e-3  # --picard-rule window: final relative distance to the sequential sample
+PICARD_WINDOW_FRACTION = 2  # --picard-rule window: W = ceil(steps / 2) points per round
+PICARD_BLOCK = 32  # --picard-rule blocks: steps per block when neither --picard-blocks nor --picard-window is given
+COLLOC_TOL = 1e-4  # collocation: final relative distance to the exact PF-ODE solution
 
 
 @dataclass(frozen=True)
 class PicardOptions(Options):
+    """Picard defaults (measured best in benchmarks/bench_solvers.py): a sliding window over half the grid,
+    quasi-Newton rounds, and a tolerance of 1e-3 on the final relative distance to the sequential sample."""
+
+    TOL_SAFETY: ClassVar[float] = 10.0  # per-point relative change accepted = picard_tol / TOL_SAFETY (docs/picard.md)
+
     picard_mode: str = option("sde", help="The sequential sampler Picard converges to: sde (ddpm) or ode (euler).",
                               choices=("sde", "ode"))
+    picard_rule: str | None = option(
+        None, kind=str, choices=("window", "blocks"),
+        help="window: slide past the points that met --picard-tol (ParaDiGMS); blocks: fixed rounds per block "
+             "(PIADM). Default: blocks when --picard-blocks or --picard-iters is given, else window.")
+    picard_tol: float | None = option(
+        None, kind=float, positive=True,
+        help=f"Window rule: the final relative distance to the sequential sample, ||x - x_seq|| / ||x_seq|| per "
+             f"sample (default {PICARD_TOL:g}).")
+    picard_window: int | None = option(
+        None, kind=int, minimum=1,
+        help=f"Points refined per round (default: window rule ceil(steps / {PICARD_WINDOW_FRACTION}), blocks rule "
+             f"{PICARD_BLOCK}).")
     picard_blocks: int | None = option(None, kind=int, minimum=1,
-                                       help="Fixed blocks (PIADM): split the grid into this many blocks.")
+                                       help="Blocks rule: split the grid into this many blocks.")
     picard_iters: int | None = option(None, kind=int, minimum=1,
-                                      help="Fixed blocks: rounds per block (default ceil(log(d / 1e-4))).")
-    picard_tol: float | None = option(None, kind=float, positive=True,
-                                      help="Sliding window (ParaDiGMS): accept a point when its change is below this.")
-    picard_window: int | None = option(None, kind=int, minimum=1, help="Points refined per round (default 32).")
-    picard_anderson: int | None = option(None, kind=int, minimum=0, help="Anderson memory M (0 = off).")
-    picard_newton: bool = option(False, help="Quasi-Newton rounds (secant slope of D); fewest rounds.")
+                                      help="Blocks rule: rounds per block (default ceil(log(d / 1e-4))).")
+    picard_newton: bool = option(True, help="Quasi-Newton rounds (secant slope of D): the fewest rounds.")
+    picard_anderson: int = option(0, minimum=0, help="Anderson memory M (0 = off); --picard-newton needs fewer rounds.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        rule = self.rule()
+        if rule == "window":
+            given = [name for name in ("picard_blocks", "picard_iters") if getattr(self, name) is not None]
+            if given:
+                raise UsageError(f"{flag_name(given[0])} belongs to --picard-rule blocks; drop it or choose that rule.")
+        elif self.picard_tol is not None:
+            raise UsageError("--picard-tol belongs to --picard-rule window (blocks run fixed rounds); drop one.")
+        if self.picard_blocks is not None and self.picard_window is not None:
+            raise UsageError("--picard-blocks and --picard-window both size the blocks; give one of them.")
+
+    def rule(self) -> str:
+        if self.picard_rule is not None:
+            return self.picard_rule
+        return "blocks" if self.picard_blocks is not None or self.picard_iters is not None else "window"
+
+    def tolerance(self) -> float:
+        return PICARD_TOL if self.picard_tol is None else self.picard_tol
+
+    def window_size(self, steps: int) -> int:
+        """Points per round on a grid of `steps` steps."""
+        if self.picard_window is not None:
+            return min(self.picard_window, steps)
+        if self.picard_blocks is not None:
+            return -(-steps // min(self.picard_blocks, steps))
+        if self.rule() == "blocks":
+            return min(steps, PICARD_BLOCK)
+        return -(-steps // PICARD_WINDOW_FRACTION)
 
 
 @dataclass(frozen=True)
 class CollocationOptions(Options):
-    colloc_nodes: int = option(8, minimum=1, help="Chebyshev nodes per window.")
+    """Collocation defaults (measured best in benchmarks/bench_solvers.py for about 1e-4): 12 nodes, windows sized
+    from the tolerance, and rounds that stop when the window's change is within the tolerance's share."""
+
+    # spectral error of a window of length h in log-sigma with D nodes: about (h / RHO)^D (docs/collocation.md)
+    RHO: ClassVar[float] = 4.5
+    colloc_nodes: int = option(12, minimum=1, help="Chebyshev nodes per window.")
+    colloc_tol: float | None = option(
+        None, kind=float, positive=True,
+        help=f"The final relative distance to the exact PF-ODE solution it aims at: sizes the windows and stops each "
+             f"window's rounds (default {COLLOC_TOL:g}).")
+    colloc_windows: int | None = option(None, kind=int, minimum=1,
+                                        help="Windows in log-sigma between sigma-max and sigma-min (default: from "
+                                             "the tolerance, length 4.5 (tol / 2)^(1 / nodes)).")
     colloc_iters: int | None = option(None, kind=int, minimum=1,
-                                      help="Fixed-point rounds per window (default: the node count).")
-    colloc_tol: float | None = option(None, kind=float, positive=True,
-                                      help="Stop a window's rounds when the relative change is below this.")
-    colloc_windows: int = option(20, minimum=1, help="Windows in log-sigma between sigma-max and sigma-min.")
+                                      help="Rounds per window: fixed when --colloc-tol is not given, else a cap "
+                                           "(default 64).")
+
+    def tolerance(self) -> float:
+        return COLLOC_TOL if self.colloc_tol is None else self.colloc_tol
+
+    def round_tolerance(self) -> float | None:
+        """The stopping tolerance of a window's rounds, or None for fixed rounds (--colloc-iters alone)."""
+        if self.colloc_tol is None and self.colloc_iters is not None:
+            return None
+        return self.tolerance()
+
+    def window_length(self) -> float:
+        """The longest window in log-sigma whose spectral error (h / RHO)^nodes is half the tolerance; the solver
+        uses ceil(log(sigma_max / sigma_min) / this) equal windows unless --colloc-windows is given."""
+        return self.RHO * (0.5 * self.tolerance()) ** (1.0 / self.colloc_nodes)
 
 
 SOLVER_OPTIONS = {

@@ -1,45 +1,68 @@
-"""Block-parallel Picard sampling in sigma-space: PIADM (Chen et al. 2024) and ParaDiGMS (Shih et al. 2023).
+"""Block-parallel Picard sampling in sigma-space (PIADM, Chen et al. 2024; ParaDiGMS, Shih et al. 2023).
 
-The trajectory x_0..x_K of the sequential DDPM (sde) or DDIM/Euler (ode) sampler solves x_{j+1} = r_j x_j + c_j with
-c_j = (1 - r_j) D(x_j, s_j) + n_j z_j. A round freezes D at the current guesses of a window of W points (one batched
-call), then recomputes every state of the window from its start with a parallel prefix over the affine maps.
-The noise z_j is the sequential sampler's noise for step j (a function of the sample key and j), so the fixed point
-is exactly the sequential result from the same seed.
-
-- fixed mode (picard_tol None, the paper's rule): blocks of W steps, picard_iters rounds each;
-- tolerance mode (picard_tol): ParaDiGMS sliding window, which advances to the first point whose change failed
-  ||x_new - x_old||^2 / (dim sigma^2) <= tol^2 (every round advances at least one step).
-- points entering the window start from the sequential steps with the denoiser frozen at its latest value and the
-  true noise (no denoiser call), not from a copy of the last state: in sde mode this saves about a fifth of the
-  rounds (benchmarks/bench_solvers.py).
-- picard_anderson M > 0: triangular Anderson acceleration of the round (after ParaTAA, Tang et al. 2024). With
-  the Picard map F and residual R = F(X) - X, the next iterate is F(X) - (dX + dR) gamma_j at point j, where
-  gamma_j fits R over the points <= j only (so a point never looks at later, less converged points, and converged
-  prefixes stay exact) from the last M differences dX, dR, each point weighted by 1 / sigma^2. The tolerance test
-  still reads the plain Picard change R, and the window's new start is F's value there (exact, as without it).
-- picard_newton: quasi-Newton rounds. Plain Picard freezes D, so a change of x_j reaches x_{j+1} only through r_j
-  and D's response waits a round; near the data D(x) moves almost one for one with x (its Jacobian is
-  Cov[x0 | x] / sigma^2), which is what makes long Picard chains slow. Each point linearises D around its guess
-  with a per-sample scalar slope, the secant <dD, dx> / |dx|^2 between its last two rounds (no extra call), and
-  the prefix runs over the maps x' = (r + (1 - r) lam) x + (1 - r)(D - lam x_guess) + n z. Where D is linear with
-  Jacobian lam I this is Newton's method and a window is exact after two rounds; the fixed point is unchanged,
-  since the correction vanishes at it.
+Each round evaluates the denoiser at a window of points of the sequential DDPM (sde) or Euler (ode) chain in one
+batched call and recomputes the window's states by a parallel prefix, so the number of sequential calls falls well
+below the number of steps while the result converges to the sequential sample from the same keys. The method, the
+tolerance rule (a bound on the final relative distance to that sample) and the accelerations are in docs/picard.md.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from diffcli.errors import UsageError
 from diffcli.solvers.base import SampleResult, per_sample_normal
-from diffcli.solvers.steps import call_points, check_sigmas, ddim_coefficients, positive_int
+from diffcli.solvers.options import PicardOptions
+from diffcli.solvers.steps import call_points, check_sigmas, ddim_coefficients
 
 MODES = {"sde": 1.0, "ode": 0.0}  # picard_mode -> DDIM eta of the underlying sequential step
-DEFAULT_WINDOW = 32
+
+
+class Anderson(NamedTuple):
+    """Triangular Anderson memory of each window point: the last M differences of its state and residual."""
+
+    dx: jax.Array  # [M, W+1, B, ...]
+    dr: jax.Array  # [M, W+1, B, ...]
+    prev_x: jax.Array  # [W+1, B, ...] last round's states
+    prev_r: jax.Array  # [W+1, B, ...] last round's residuals F(X) - X
+    fresh: jax.Array  # [W+1] points that entered the window this round (no difference yet)
+
+
+class Secant(NamedTuple):
+    """Each window point's state and denoiser value in its last round, for the quasi-Newton secant slope."""
+
+    x: jax.Array  # [W+1, B, ...]
+    d: jax.Array  # [W+1, B, ...]
+    known: jax.Array  # [W+1]
+
+
+class PicardState(NamedTuple):
+    """The while-loop state: the window (xs[0] is the state at grid index `start`) and its memories."""
+
+    start: jax.Array  # int32, grid index of xs[0]
+    block_round: jax.Array  # int32, rounds spent on the current block (blocks rule)
+    xs: jax.Array  # [W+1, B, ...]
+    rounds: jax.Array  # int32
+    bad: jax.Array  # int32, first step whose state was NaN/inf, or -1
+    anderson: Anderson | None
+    secant: Secant | None
+
+
+class Plan(NamedTuple):
+    """The static settings of one run, resolved from PicardOptions and the grid."""
+
+    rule: str  # "window" (slide past accepted points) or "blocks" (fixed rounds per block)
+    window: int  # W, points refined per round
+    iters: int  # blocks rule: rounds per block
+    point_tol: float  # window rule: accepted relative change of a point (picard_tol / TOL_SAFETY)
+    memory: int  # Anderson memory (0 = off)
+    newton: bool
+    eta: float  # 1 = DDPM (sde), 0 = Euler (ode)
+    steps: int  # K, the grid's steps
 
 
 def paper_iters(dim: int, delta: float = 1e-2) -> int:
@@ -119,11 +142,12 @@ def extrapolate(last, d_last, start, count: int, sig, *, key, eta):
     return affine_prefix(last, r, (1.0 - r) * d_last[None] + noise)
 
 
-def change_ratio(new, old, scale):
-    """max over the batch of ||new - old||^2 / (dim scale^2), per window point [W+1]."""
+def relative_change(new, old):
+    """max over the batch of ||new - old|| / ||new|| per window point [W+1]: each sample against its own norm."""
     diff = (new - old).reshape(new.shape[0], new.shape[1], -1)
-    dim = diff.shape[-1]
-    return jnp.max(jnp.sum(diff * diff, axis=-1), axis=1) / (dim * scale * scale)
+    size = jnp.sqrt(jnp.sum(jnp.square(new.reshape(diff.shape)), axis=-1))
+    change = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+    return jnp.max(change / jnp.maximum(size, jnp.finfo(new.dtype).tiny), axis=1)
 
 
 def first_bad_point(xs, start, bad):
@@ -153,92 +177,95 @@ def anderson_update(f, hist_dx, hist_dr, r, weight, reg: float = 1e-4):
     return f - step.reshape(f.shape)
 
 
-def window_size(steps, picard_blocks, picard_window) -> int:
-    """Points per round: picard_window, or ceil(steps / picard_blocks), or min(steps, 32)."""
-    if picard_blocks is not None:
-        blocks = positive_int("picard_blocks", picard_blocks)
-        w = -(-steps // min(blocks, steps))
-        if picard_window is not None and positive_int("picard_window", picard_window) != w:
-            raise UsageError(f"--picard-blocks {blocks} means {w} steps per block; drop --picard-window or make it {w}.")
-        return w
-    if picard_window is not None:
-        return min(positive_int("picard_window", picard_window), steps)
-    return min(steps, DEFAULT_WINDOW)
+def window_stride(state: PicardState, new, plan: Plan):
+    """How far the window moves after a round.
 
-
-def sample_picard(denoiser, x_T, sigmas, *, key, picard_mode: str = "sde", picard_blocks: int | None = None,
-                  picard_iters: int | None = None, picard_tol: float | None = None, picard_window: int | None = None,
-                  picard_anderson: int | None = None, picard_newton: bool = False):
-    """PIADM-SDE/ODE (Chen, Ren, Ying, Rotskoff 2024) fixed rounds per block, or ParaDiGMS (Shih et al. 2023) with a
-    tolerance, optionally Anderson-accelerated and/or quasi-Newton; converges to sample_ddpm (sde) / sample_euler
-    (ode) from the same keys."""
-    check_sigmas(sigmas)
-    if picard_mode not in MODES:
-        raise UsageError(f"unknown picard mode '{picard_mode}'; choose from: {', '.join(MODES)}.")
-    eta = MODES[picard_mode]
-    sig = jnp.asarray(sigmas, x_T.dtype)
-    k = int(sig.shape[0]) - 1
-    w = window_size(k, picard_blocks, picard_window)
-    dim = int(np.prod(x_T.shape[1:]))
-    memory = 0 if picard_anderson is None else positive_int("picard_anderson", picard_anderson, minimum=0)
-    if picard_tol is not None:
-        if not float(picard_tol) > 0:
-            raise UsageError(f"--picard-tol must be positive (got {picard_tol}).")
-        iters = 0
-    else:
-        # more than w rounds on a block of w steps cannot change it: after m rounds its first m steps are exact
-        iters = min(w, positive_int("picard_iters", picard_iters) if picard_iters is not None else paper_iters(dim))
-    tol2 = float(picard_tol) ** 2 if picard_tol is not None else 0.0
-    floor = jnp.min(jnp.where(sig > 0, sig, jnp.inf))
+    blocks: a whole block after `iters` rounds on it, else 0. window: to the first point whose relative change
+    exceeds plan.point_tol (its predecessors are accepted, so it was computed from accepted states), at least one
+    step a round; a whole window when every point passed."""
+    w = plan.window
+    if plan.rule == "blocks":
+        return jnp.where(state.block_round + 1 >= plan.iters, w, 0).astype(jnp.int32)
     idx = jnp.arange(w + 1, dtype=jnp.int32)
-    point_shape = (w + 1,) + (1,) * x_T.ndim
+    ok = (relative_change(new, state.xs) <= plan.point_tol) | (state.start + idx > plan.steps)
+    ok = ok.at[0].set(True)
+    return jnp.where(jnp.all(ok), w, jnp.maximum(jnp.argmin(ok), 1)).astype(jnp.int32)
 
-    def body(state):
-        start, it, xs, rounds, bad, acc, lin = state
-        new, d = picard_round(denoiser, xs, start, sig, key=key, eta=eta,
-                              history=tuple(h[:-1] for h in lin) if picard_newton else None)
-        bad = first_bad_point(new, start, bad)
-        scale = jnp.maximum(sig[jnp.minimum(start + idx, k)], floor)
-        if picard_tol is None:
-            stride = jnp.where(it + 1 >= iters, w, 0)
-            it = jnp.where(it + 1 >= iters, 0, it + 1)
-        else:
-            ok = (change_ratio(new, xs, scale) <= tol2) | (start + idx > k)
-            ok = ok.at[0].set(True)
-            # the first failing point was computed from converged predecessors: the window restarts there
-            stride = jnp.where(jnp.all(ok), w, jnp.maximum(jnp.argmin(ok), 1))
-        # shift the window; points past its old end start from a frozen-denoiser extrapolation of its last state
-        stride = stride.astype(jnp.int32)
-        src = jnp.minimum(idx + stride, w)
-        nxt = new
-        if memory:
-            nxt, acc = accelerate(new, xs, acc, 1.0 / jnp.square(scale), stride, src, idx + stride > w)
-        ahead = jax.lax.cond(stride > 0, lambda: extrapolate(nxt[w], d[w - 1], start + w, w, sig, key=key, eta=eta),
-                             lambda: jnp.zeros_like(nxt[1:]))
-        if picard_newton:  # each point's D and state, for next round's secant at the same step
-            lin = (xs[src], jnp.concatenate([d, d[-1:]])[src], idx + stride < w)
-        return start + stride, it, jnp.concatenate([nxt, ahead])[idx + stride], rounds + 1, bad, acc, lin
 
-    def accelerate(new, xs, acc, weight, stride, src, entering):
-        hist_dx, hist_dr, prev_x, prev_r, fresh = acc
-        r = new - xs
-        old = ~fresh.reshape(point_shape)  # a point's first round in the window has no difference yet
-        hist_dx = jnp.concatenate([jnp.where(old, xs - prev_x, 0.0)[None], hist_dx[:-1]])
-        hist_dr = jnp.concatenate([jnp.where(old, r - prev_r, 0.0)[None], hist_dr[:-1]])
-        nxt = anderson_update(new, hist_dx, hist_dr, r, weight).at[stride].set(new[jnp.minimum(stride, w)])
-        gone = entering.reshape((1,) + point_shape)
-        acc = (jnp.where(gone, 0.0, hist_dx[:, src]), jnp.where(gone, 0.0, hist_dr[:, src]), xs[src], r[src],
-               entering)
-        return nxt, acc
+def anderson_mix(memory: Anderson, new, xs, weight, stride, w: int):
+    """(the Anderson-mixed window, the memory shifted by `stride`). The new window start stays the plain value."""
+    idx = jnp.arange(w + 1)
+    point_shape = (w + 1,) + (1,) * (xs.ndim - 1)
+    src, entering = jnp.minimum(idx + stride, w), idx + stride > w
+    r = new - xs
+    old = ~memory.fresh.reshape(point_shape)  # a point's first round in the window has no difference yet
+    dx = jnp.concatenate([jnp.where(old, xs - memory.prev_x, 0.0)[None], memory.dx[:-1]])
+    dr = jnp.concatenate([jnp.where(old, r - memory.prev_r, 0.0)[None], memory.dr[:-1]])
+    mixed = anderson_update(new, dx, dr, r, weight).at[stride].set(new[jnp.minimum(stride, w)])
+    gone = entering.reshape((1,) + point_shape)
+    shifted = Anderson(jnp.where(gone, 0.0, dx[:, src]), jnp.where(gone, 0.0, dr[:, src]), xs[src], r[src], entering)
+    return mixed, shifted
 
-    def cond(state):
-        return state[0] < k
 
-    xs0 = jnp.broadcast_to(x_T, (w + 1,) + x_T.shape)
+def picard_step(denoiser, state: PicardState, plan: Plan, sig, key) -> PicardState:
+    """One round and the window's advance: refine the window, move it by window_stride, and fill the points that
+    enter it with a frozen-denoiser extrapolation of its last state."""
+    w = plan.window
+    idx = jnp.arange(w + 1, dtype=jnp.int32)
+    history = None if state.secant is None else (state.secant.x[:-1], state.secant.d[:-1], state.secant.known[:-1])
+    new, d = picard_round(denoiser, state.xs, state.start, sig, key=key, eta=plan.eta, history=history)
+    bad = first_bad_point(new, state.start, state.bad)
+    stride = window_stride(state, new, plan)
+    src = jnp.minimum(idx + stride, w)
+    nxt, anderson = new, state.anderson
+    if anderson is not None:
+        floor = jnp.min(jnp.where(sig > 0, sig, jnp.inf))
+        weight = 1.0 / jnp.square(jnp.maximum(sig[jnp.minimum(state.start + idx, plan.steps)], floor))
+        nxt, anderson = anderson_mix(anderson, new, state.xs, weight, stride, w)
+    ahead = jax.lax.cond(stride > 0,
+                         lambda: extrapolate(nxt[w], d[w - 1], state.start + w, w, sig, key=key, eta=plan.eta),
+                         lambda: jnp.zeros_like(nxt[1:]))
+    secant = state.secant
+    if secant is not None:  # each point's state and D this round, for next round's secant at the same step
+        secant = Secant(state.xs[src], jnp.concatenate([d, d[-1:]])[src], idx + stride < w)
+    block_round = jnp.where(stride > 0, 0, state.block_round + 1).astype(jnp.int32)
+    return PicardState(state.start + stride, block_round, jnp.concatenate([nxt, ahead])[idx + stride],
+                       state.rounds + 1, bad, anderson, secant)
+
+
+def initial_state(x_T, plan: Plan) -> PicardState:
+    """Every window point starts at x_T; memories start empty."""
+    xs = jnp.broadcast_to(x_T, (plan.window + 1,) + x_T.shape)
     zero = jnp.asarray(0, jnp.int32)
-    hist = jnp.zeros((memory,) + xs0.shape, x_T.dtype)
-    acc = (hist, hist, xs0, jnp.zeros_like(xs0), jnp.ones(w + 1, bool)) if memory else ()
-    lin = (xs0, jnp.zeros_like(xs0), jnp.zeros(w + 1, bool)) if picard_newton else ()
-    state = (zero, zero, xs0, zero, jnp.asarray(-1, jnp.int32), acc, lin)
-    _, _, xs, rounds, bad, _, _ = jax.lax.while_loop(cond, body, state)
-    return SampleResult(xs[0], rounds * w, rounds, {"nonfinite_step": bad})
+    anderson = secant = None
+    if plan.memory:
+        hist = jnp.zeros((plan.memory,) + xs.shape, x_T.dtype)
+        anderson = Anderson(hist, hist, xs, jnp.zeros_like(xs), jnp.ones(plan.window + 1, bool))
+    if plan.newton:
+        secant = Secant(xs, jnp.zeros_like(xs), jnp.zeros(plan.window + 1, bool))
+    return PicardState(zero, zero, xs, zero, jnp.asarray(-1, jnp.int32), anderson, secant)
+
+
+def make_plan(opts: PicardOptions, steps: int, dim: int) -> Plan:
+    """The run's static settings from the options, the grid's step count and the data dimension."""
+    rule, w = opts.rule(), opts.window_size(steps)
+    iters = 0
+    if rule == "blocks":
+        # more than w rounds on a block of w steps cannot change it: after m rounds its first m steps are exact
+        iters = min(w, opts.picard_iters if opts.picard_iters is not None else paper_iters(dim))
+    tol = opts.tolerance() if rule == "window" else 0.0
+    return Plan(rule, w, iters, tol / opts.TOL_SAFETY, opts.picard_anderson or 0, opts.picard_newton,
+                MODES[opts.picard_mode], steps)
+
+
+def sample_picard(denoiser, x_T, sigmas, *, key, **options):
+    """Picard rounds over windows of the sequential chain (PIADM-SDE/ODE, Chen et al. 2024; ParaDiGMS, Shih et al.
+    2023), quasi-Newton and optionally Anderson-accelerated; converges to sample_ddpm (sde) / sample_euler (ode) from
+    the same keys. Options: PicardOptions."""
+    opts = PicardOptions(**options)
+    check_sigmas(sigmas)
+    sig = jnp.asarray(sigmas, x_T.dtype)
+    plan = make_plan(opts, int(sig.shape[0]) - 1, math.prod(x_T.shape[1:]))
+    state = jax.lax.while_loop(lambda s: s.start < plan.steps, lambda s: picard_step(denoiser, s, plan, sig, key),
+                               initial_state(x_T, plan))
+    return SampleResult(state.xs[0], state.rounds * plan.window, state.rounds, {"nonfinite_step": state.bad})
