@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffcli.denoisers.els_scales import CALIBRATIONS
 from diffcli.errors import UsageError
 from diffcli.options import Options, context, option
 
@@ -68,8 +69,18 @@ class GoldenOptions(Options):
 
 @dataclass(frozen=True)
 class ElsOptions(Options):
+    """ELS and LS (els.py): the patch set and the patch size as a function of sigma (els_scales.py)."""
+
+    els_boundary: str = option("official", choices=("official", "circular"),
+                               help="patch set: official (circular query, training patches that fit, zero-padded "
+                                    "LS window) or circular (diffcli's own: training images wrap too).")
+    els_scales: str | None = option(None, kind=str, choices=tuple(CALIBRATIONS),
+                                    help="named patch-size calibration (default: mnist-unet-zeros for grey images, "
+                                         "cifar10-unet-zeros for colour; *-resnet-circular with --els-boundary "
+                                         "circular), scaled from 32 px to the image side.")
     els_patch_sizes: str | tuple | None = option(None, kind=(str, tuple),
-                                                 help="patch sizes, comma list from low to high noise.")
+                                                 help="odd patch sizes, comma list from low to high noise: entry i "
+                                                      "at cosine time t = i/len (instead of --els-scales).")
     chunk_size: int = chunk_size_option()
     sigmas: np.ndarray | None = context()
     seed: int = context(0)
@@ -77,6 +88,8 @@ class ElsOptions(Options):
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "els_patch_sizes", parse_patch_sizes(self.els_patch_sizes))
+        if self.els_patch_sizes is not None and self.els_scales is not None:
+            raise UsageError("give --els-scales or --els-patch-sizes, not both.")
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ class NeuralOptions(Options):
 
 
 def parse_patch_sizes(value) -> tuple[int, ...] | None:
-    """'3,5,7' or [3, 5, 7] -> (3, 5, 7); anything else is one sentence."""
+    """'3,5,7' or [3, 5, 7] -> (3, 5, 7); anything else (no sizes, sizes below 1, even sizes) is one sentence."""
     if value is None:
         return None
     parts = value.split(",") if isinstance(value, str) else list(value)
@@ -97,6 +110,8 @@ def parse_patch_sizes(value) -> tuple[int, ...] | None:
         raise UsageError(f"--els-patch-sizes '{value}' is not a comma-separated list of whole numbers.") from None
     if not sizes or min(sizes) < 1:
         raise UsageError(f"--els-patch-sizes '{value}' needs one or more sizes of at least 1.")
+    if any(k % 2 == 0 for k in sizes):
+        raise UsageError(f"--els-patch-sizes '{value}' needs odd sizes (a patch has a centre pixel).")
     return sizes
 
 
