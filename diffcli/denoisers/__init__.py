@@ -15,6 +15,9 @@ DENOISERS = {
     "ls": "diffcli.denoisers.els:build_ls",
     "nearest": "diffcli.denoisers.nearest:build",
     "neural": "diffcli.denoisers.neural:build",
+    "jax": "diffcli.denoisers.jax_model:build",  # a JAX network from FILE.py:FACTORY or package.module:FACTORY
+    "torch": "diffcli.denoisers.torch_model:build_torch",  # a PyTorch module, run behind a host callback
+    "diffusers": "diffcli.denoisers.torch_model:build_diffusers",  # a local diffusers UNet2DModel folder
 }
 
 

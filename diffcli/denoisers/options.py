@@ -24,6 +24,11 @@ def mask_threshold_option():
                   help="mask threshold on the Wiener gain (default: the dataset's preset).")
 
 
+def model_option():
+    return option(None, kind=str, help="the model: a file from diffcli train (neural), FILE.py:FACTORY or "
+                                       "MODULE:FACTORY (jax, torch), a diffusers model folder (diffusers).")
+
+
 @dataclass(frozen=True)
 class ContextOnly(Options):
     """A denoiser with no flags of its own (gmm, wiener)."""
@@ -94,9 +99,46 @@ class ElsOptions(Options):
 
 @dataclass(frozen=True)
 class NeuralOptions(Options):
-    model: str | None = option(None, kind=str, help="a model file written by diffcli train.")
+    model: str | None = model_option()
     sigmas: np.ndarray | None = context()
     seed: int = context(0)
+
+
+@dataclass(frozen=True)
+class ModelOptions(Options):
+    """A network from outside (jax): its parameterisation; a flag the user leaves out is filled by the model's own
+    declaration (the factory's dict or tuple, a diffusers scheduler config), then by the default in its help."""
+
+    model: str | None = model_option()
+    model_output: str | None = option(None, kind=str, choices=("x0", "eps", "v", "edm"),
+                                      help="what the network predicts: x0, eps (noise), v (VP velocity) or edm "
+                                           "(F of D = c_skip x + c_out F(c_in x, ln(sigma)/4)); default eps.")
+    model_noise: str | None = option(None, kind=str, choices=("ve", "vp-linear", "vp-cosine"),
+                                     help="what the network is conditioned on: ve (sigma; input x) or the "
+                                          "timestep of a VP model with linear or cosine betas (input "
+                                          "x / sqrt(1 + sigma^2)); default vp-linear.")
+    model_timesteps: int | None = option(None, kind=int, minimum=2,
+                                         help="training timesteps T of a VP model (default 1000).")
+    model_timestep_mode: str | None = option(None, kind=str, choices=("fractional", "nearest"),
+                                             help="sigma -> VP timestep: fractional (log-sigma interpolation "
+                                                  "between the training timesteps) or nearest; default "
+                                                  "fractional.")
+    model_sigma_data: float | None = option(None, kind=float, positive=True,
+                                            help="sigma_data of an edm network (default 0.5).")
+    model_beta_start: float | None = option(None, kind=float, positive=True,
+                                            help="first beta of a vp-linear model (default 1e-4).")
+    model_beta_end: float | None = option(None, kind=float, positive=True,
+                                          help="last beta of a vp-linear model (default 0.02).")
+    sigmas: np.ndarray | None = context()
+    seed: int = context(0)
+
+
+@dataclass(frozen=True)
+class TorchModelOptions(ModelOptions):
+    """A PyTorch network (torch: FILE.py:FACTORY; diffusers: a model folder), run by PyTorch on model_device."""
+
+    model_device: str = option("auto", help="where PyTorch runs the network: auto (cuda when available), cpu, "
+                                            "cuda or cuda:N.")
 
 
 def parse_patch_sizes(value) -> tuple[int, ...] | None:
@@ -127,6 +169,9 @@ DENOISER_OPTIONS = {
     "ls": ElsOptions,
     "nearest": StreamOptions,
     "neural": NeuralOptions,
+    "jax": ModelOptions,
+    "torch": TorchModelOptions,
+    "diffusers": TorchModelOptions,
 }
 
 
