@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-all bench lint install dev reproduce-analytic shards-slurm clean
+.PHONY: demo test test-all bench bench-gpu lint install dev reproduce-analytic shards-slurm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,16 @@ test-all: dev
 
 bench: dev
 	@for b in benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; $(BIN)/python -m benchmarks.$$m --quick || exit 1; done
+
+## bench-gpu: every GPU measurement in one run of under 8 minutes (benchmarks/gpu_suite.py), over the machine's own
+## CUDA JAX (no .venv: the GPU machines reach no registry); one JSON + table in benchmarks/results/gpu_suite_<device>.json
+## GPU_PY=python3, GPU_ARGS="--mirror DIR" also copies the JSON there after every part; --cpu / --quick on a CPU.
+## The install may fail where pip cannot build offline: the suite then imports diffcli from this folder.
+GPU_PY ?= python3
+GPU_ARGS ?=
+bench-gpu:
+	-$(GPU_PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(GPU_PY) -m benchmarks.gpu_suite $(GPU_ARGS)
 
 lint: dev
 	$(BIN)/ruff check diffcli tests benchmarks
