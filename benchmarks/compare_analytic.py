@@ -44,7 +44,15 @@ def run_one(args) -> None:
     index = open_index(args.index)
     sigmas = get_schedule(cfg["schedule"], cfg["steps"])
     settings = {"model": args.model, **cfg.get("denoiser_options", {})}
-    den = denoiser_factory(args.one)(index, denoiser_options(args.one, settings, sigmas=sigmas, seed=cfg["seed"]))
+    opts = denoiser_options(args.one, settings, sigmas=sigmas, seed=cfg["seed"])
+    den = denoiser_factory(args.one)(index, opts)
+    extra = {}
+    if args.one in ("els", "ls"):  # the patch size each step used (scaled calibration or user list, capped)
+        from diffcli.denoisers.els_scales import sizes_at
+
+        extra["patch_sizes"] = np.array([k for k, _ in sizes_at(
+            sigmas[:-1], scales=opts.els_scales, patch_sizes=opts.els_patch_sizes, shape=index.shape,
+            equivariant=args.one == "els", boundary=opts.els_boundary)])
     solver = get_solver(cfg["solver"])
     ids = np.arange(cfg["num_samples"])
     kw = dict(denoiser=den, solver=solver, sigmas=sigmas, shape=index.shape, seed=cfg["seed"],
@@ -55,7 +63,7 @@ def run_one(args) -> None:
     np.savez(args.one_out, samples=run.samples, ids=run.ids, seconds=run.seconds,
              seconds_per_step=run.seconds / (batches * (len(sigmas) - 1)), nfe=run.nfe,
              peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-             device=str(jax.devices()[0].device_kind))
+             device=str(jax.devices()[0].device_kind), **extra)
 
 
 def sample_method(method: str, index_path: str, model: str | None, cfg: dict) -> dict:
@@ -108,17 +116,17 @@ def compare_dataset(spec: str, recipe: dict, quick: bool, given_model: str | Non
     if ref["status"] != "ok":
         raise SystemExit(f"the reference network failed to sample: {ref['error']}")
     rows = [{"method": "reference (neural)", "mse": 0.0, "r2": 1.0, **_cost(ref)}]
-    for method in recipe["methods"]:
+    for method in recipe["methods"]:  # "name" or "name@variant": the denoiser, with [denoiser."name@variant"]
         opts = recipe.get("denoiser", {}).get(method, {})
         t0 = time.perf_counter()
-        res = sample_method(method, index_path, None, {**cfg, "denoiser_options": opts})
+        res = sample_method(method.split("@")[0], index_path, None, {**cfg, "denoiser_options": opts})
         print(f"[{spec}] {method}: {res['status']} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
         if res["status"] != "ok":
             rows.append({"method": method, "status": res["status"], "error": res["error"]})
             continue
         order = np.argsort(res["ids"])
         fid = fidelity(res["samples"][order], ref["samples"][np.argsort(ref["ids"])], images=True)
-        rows.append({"method": method, "mse": fid["mse"], "r2": fid["r2"], **_cost(res)})
+        rows.append({"method": method, "mse": fid["mse"], "r2": fid["r2"], **_cost(res), **_settings(opts, res)})
     return {"dataset": spec, "index": index_path, "model": model, "model_info": model_info, "settings": cfg,
             "rows": rows}
 
@@ -126,6 +134,14 @@ def compare_dataset(spec: str, recipe: dict, quick: bool, given_model: str | Non
 def _cost(res: dict) -> dict:
     return {"status": "ok", "seconds_per_step": float(res["seconds_per_step"]), "seconds": float(res["seconds"]),
             "nfe": int(res["nfe"]), "peak_rss_mb": float(res["peak_rss_mb"])}
+
+
+def _settings(opts: dict, res: dict) -> dict:
+    """The recipe's options of a method, and for ELS/LS the patch size of each step (high noise first)."""
+    out = {"options": opts} if opts else {}
+    if "patch_sizes" in res:
+        out["patch_sizes"] = [int(k) for k in res["patch_sizes"]]
+    return out
 
 
 def print_table(result: dict) -> None:

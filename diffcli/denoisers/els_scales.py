@@ -4,7 +4,7 @@ Their calibrations (Kambm/convolutional_diffusion, files/scales_*.pt) are per da
 32 x 32 on their cosine schedule at t = i/20, i = 1..20, and stored with the size for t = i/20 at index i - 1. Their
 schedule is the "legacy" cosine, beta(t) = 1 - cos^2(t / 1.008 * pi / 2), so sigma = tan(t pi / (2 * 1.008)) and
 t = 1.008 * (2 / pi) * arctan(sigma). A schedule here is a list of (t, size) points; sigma takes the size of the
-nearest t. The rules (docs/golddiff.md, "ELS patch sizes"):
+nearest t. The rules (also in the README):
 - a named calibration: entry j at t = (j + 1)/20, as it was measured;
 - a user list of L sizes (low to high noise): entry i at t = i/L, the grid the official sampler reads its list on,
   so an official scales file given as a list runs as the official sampler runs it;
