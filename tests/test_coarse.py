@@ -10,8 +10,11 @@ from diffcli.index.coarse import (
     CoarseSearch,
     assign,
     build_coarse,
+    coarse_stage,
     coarse_topk,
     exact_topk,
+    piece_blocks,
+    piece_distances,
     recall,
     split_lists,
 )
@@ -61,3 +64,26 @@ def test_nearest_is_argmin(clustered):
     x = data[:10] + np.random.default_rng(3).standard_normal((10, 16)).astype(np.float32)
     ref = data[((x[:, None].astype(np.float64) - data[None]) ** 2).sum(-1).argmin(1)]
     np.testing.assert_array_equal(np.asarray(den(jnp.asarray(x), 1.0)), ref)
+
+
+def test_coarse_stage_floor_bounds_every_unprobed_member(clustered):
+    """The probe's floor is at most the proxy distance of every member of an unprobed piece (triangle inequality);
+    the extras are a window of one permutation with the probed pieces' members flagged."""
+    import jax
+
+    stage = coarse_stage(build_coarse(clustered, seed=0), clustered, 4, seed=0)
+    ids = np.asarray(stage.search.ids)
+    blocks, half = piece_blocks(clustered, ids)
+    assert sorted(np.asarray(stage.perm)) == list(range(len(clustered)))
+    rng = np.random.default_rng(1)
+    for q in clustered[rng.integers(0, len(clustered), 5)] + rng.standard_normal((5, 16)).astype(np.float32):
+        probed, floor = stage.probe(jnp.asarray(q))
+        probed = np.asarray(probed)
+        d = ((clustered - q) ** 2).sum(1)
+        others = np.setdiff1d(ids[np.setdiff1d(np.arange(len(ids)), probed)], [-1])
+        assert float(floor) <= d[others].min() * (1 + 1e-5) + 1e-5
+        members = ids[probed].reshape(-1)
+        got = np.asarray(piece_distances(jnp.asarray(blocks), jnp.asarray(half), jnp.asarray(probed), jnp.asarray(q)))
+        np.testing.assert_allclose(got[members >= 0], d[members[members >= 0]], rtol=1e-4, atol=1e-3)
+        extra, ok = stage.extras(jax.random.PRNGKey(2), 50, jnp.asarray(probed))
+        np.testing.assert_array_equal(~np.asarray(ok), np.isin(np.asarray(extra), members))

@@ -10,17 +10,21 @@ from hypothesis import strategies as st
 
 from diffcli.denoisers import pca_local
 from diffcli.denoisers.empirical import EmpiricalDenoiser
-from diffcli.denoisers.golden import build, id_uniforms, piece_distances, proxy_distances, query_keys
+from diffcli.denoisers.golden import build
+from diffcli.denoisers.golden.screen import proxy_distances
+from diffcli.denoisers.golden.select import select as select_subset
 from diffcli.denoisers.masks import build_masks, dense_mask
 from diffcli.denoisers.options import GoldenOptions, PcaLocalOptions
 from diffcli.denoisers.pca_local import build as build_pca_local
 from diffcli.denoisers.subset import golden_sizes, tail_bounds, truncation_parts
+from diffcli.index.coarse import piece_distances
+from diffcli.keys import id_uniforms, query_keys
 from tests.helpers.indexes import make_index
 
 # jitted once per denoiser structure; sigma is traced, so a new sigma never recompiles
 call = eqx.filter_jit(lambda g, x, s, k=None: g(x, s, key=k))
 diagnose = eqx.filter_jit(lambda g, x, s: g.diagnose(x, s))
-select = eqx.filter_jit(lambda g, x, s, k: g._select(x, s, k))
+select = eqx.filter_jit(lambda g, x, s, k: select_subset(g.plan, g.rows, x, s, k))
 
 
 def softmax64(d, sigma):
@@ -95,7 +99,7 @@ def test_golden_matches_float64_subset_softmax(index):
         jax.random.PRNGKey(2), (3, *index.shape))
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
     out = np.asarray(call(gold, x, sig, keys)).reshape(3, -1)
-    flat = query_keys(gold.seed, keys, jnp.full((3,), sig), 3)
+    flat = query_keys(gold.plan.seed, keys, jnp.full((3,), sig), 3)
     data = index.train_data().astype(np.float64)
     for i in range(3):
         _, diag = select(gold, jnp.asarray(x[i].reshape(-1)), jnp.float32(sig), flat[i])
@@ -117,7 +121,7 @@ def test_pca_local_base_over_a_prefix_subset_matches_float64():
         jax.random.PRNGKey(3), (3, *idx.shape))
     keys = jax.random.split(jax.random.PRNGKey(6), 3)
     out = np.asarray(call(gold, x, sig, keys)).reshape(3, -1)
-    flat = query_keys(gold.seed, keys, jnp.full((3,), sig), 3)
+    flat = query_keys(gold.plan.seed, keys, jnp.full((3,), sig), 3)
     _, lists = build_masks(idx, np.array([sig, 0.0]), thr)
     mask = dense_mask(lists[0], idx.dim).astype(np.float64)
     data = idx.train_data().astype(np.float64)
@@ -188,12 +192,13 @@ def test_coarse_stage_with_all_lists_equals_full_screen(index):
 def test_piece_distances_match_the_rows_of_the_probed_pieces(index):
     """The probe's feature-major blocks give the same distances as the gathered proxy rows; padding is +inf."""
     den = build(index, GoldenOptions(golden_base="empirical", golden_k_min=10, golden_k_max=30, golden_coarse=True))
-    c, q = den.coarse, den.proxy[3] + 0.1
+    rows, q = den.rows, den.rows.proxy[3] + 0.1
     probed = jnp.asarray([2, 0, 2])
-    members = np.asarray(c.search.ids[probed]).reshape(-1)
-    got = np.asarray(piece_distances(c.piece_proxy, c.piece_half, probed, q))
+    members = np.asarray(den.plan.coarse.search.ids[probed]).reshape(-1)
+    np.testing.assert_array_equal(np.asarray(rows.lists[probed]).reshape(-1), members)
+    got = np.asarray(piece_distances(rows.piece_proxy, rows.piece_half, probed, q))
     ok = members >= 0
-    want = np.asarray(proxy_distances(den.proxy[members[ok]], den.half_psq[members[ok]], q))
+    want = np.asarray(proxy_distances(rows.proxy[members[ok]], rows.half_psq[members[ok]], q))
     np.testing.assert_allclose(got[ok], want, rtol=1e-5, atol=1e-5)
     assert np.all(np.isinf(got[~ok]))
 
@@ -211,3 +216,32 @@ def test_pool_draws_are_uniform_and_keyed_by_id():
     np.testing.assert_array_equal(np.asarray(id_uniforms(key, pick)), u[[5, 199_999, 17, 5]])
     other = np.asarray(id_uniforms(jax.random.PRNGKey(8), ids))
     assert abs(np.corrcoef(u, other)[0, 1]) < 0.01 and np.mean(u == other) < 1e-3
+
+
+def test_presets_agree_with_the_golddiff_recipe():
+    """recipes/golddiff.toml's [datasets.NAME] tables state exactly the presets a run without a recipe gets."""
+    import os
+    import tomllib
+
+    from diffcli.denoisers.presets import recipe_tables
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "golddiff.toml")
+    with open(path, "rb") as f:
+        assert tomllib.load(f)["datasets"] == recipe_tables()
+
+
+def test_default_sizes_and_thresholds_come_from_the_dataset_name():
+    from diffcli.denoisers.presets import default_sizes, default_threshold
+
+    assert default_sizes("afhq", 15000) == (1000, 2000) and default_sizes("imagenet64", 100) == (60, 100)
+    assert default_sizes("digits", 1617) == (81, 162) and default_sizes(None, 300) == (32, 64)
+    assert default_sizes("shapes", 15000) == (750, 1500)
+    assert default_threshold("afhq") == 0.04 and default_threshold("digits") == 0.02
+    assert default_threshold("gmm") == 0.03 and default_threshold(None) == 0.03
+    assert make_index(n=20, dataset="afhq:res=64").dataset_name == "afhq"
+    assert make_index(n=20, dataset="").dataset_name is None
+
+
+def test_golden_reads_the_preset_of_its_index_dataset():
+    gold = build(make_index(n=1000, dataset="imagenet64:classes=3"), GoldenOptions(golden_base="empirical"))
+    assert (gold.plan.k_min, gold.plan.k_max) == (60, 120)

@@ -12,27 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.data.spec import parse_spec
 from diffcli.denoisers.base import exact_matmuls
+from diffcli.denoisers.presets import default_threshold  # noqa: F401  (the per-dataset presets live in presets.py)
 
-# GoldDiff's per-dataset thresholds; digits (grey 8-28 px digits) follow MNIST, shapes (coloured synthetic images)
-# and any other dataset take 0.03, the middle of the published range.
-DEFAULT_THRESHOLDS = {
-    "mnist": 0.02, "fashion-mnist": 0.02, "fashion": 0.02, "cifar10": 0.03, "celebahq": 0.03, "afhq": 0.04,
-    "imagenet64": 0.02, "imagenet": 0.02, "digits": 0.02, "shapes": 0.03,
-}
-FALLBACK_THRESHOLD = 0.03
 MAX_BANDS = 32  # distinct sigmas with their own mask; more sigmas share the nearest band in log sigma
 COLUMN_BLOCK = 1024
 HOST_CACHE_BYTES = 1 << 30  # up to D = 16384 the |R| matrix is kept on the host between the two passes
-
-
-def default_threshold(dataset_spec: str | None) -> float:
-    """The threshold for a dataset spec such as 'afhq' or 'shapes:res=64'."""
-    if not dataset_spec:
-        return FALLBACK_THRESHOLD
-    name, _ = parse_spec(str(dataset_spec))
-    return DEFAULT_THRESHOLDS.get(name.lower(), FALLBACK_THRESHOLD)
 
 
 def band_sigmas(sigmas) -> np.ndarray:

@@ -20,7 +20,8 @@ import numpy as np
 
 from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
-from diffcli.denoisers.masks import band_index, build_masks, default_threshold, pad_lists
+from diffcli.denoisers.masks import band_index, build_masks, pad_lists
+from diffcli.denoisers.presets import default_threshold
 from diffcli.denoisers.rows import pad_rows, split_chunks
 from diffcli.errors import UsageError
 
@@ -163,7 +164,7 @@ def dense_table(lists, dim: int) -> np.ndarray:
 
 
 def masks_for(index, opts) -> PixelMasks:
-    thr = opts.mask_threshold if opts.mask_threshold is not None else default_threshold(index.attrs.get("dataset"))
+    thr = opts.mask_threshold if opts.mask_threshold is not None else default_threshold(index.dataset_name)
     if not 0.0 <= float(thr) <= 1.0:
         raise UsageError(f"--mask-threshold must lie in [0, 1] (got {thr}).")
     bands, lists = build_masks(index, opts.sigmas, float(thr))

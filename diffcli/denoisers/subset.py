@@ -11,25 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from diffcli.data.spec import parse_spec
 from diffcli.errors import UsageError
-
-# (k_min, k_max) of the GoldDiff configs; ImageNet-64 is per class (about 1200 images a class)
-PAPER_SIZES = {
-    "mnist": (3000, 6000), "fashion-mnist": (3000, 6000), "fashion": (3000, 6000), "cifar10": (2500, 5000),
-    "celebahq": (1500, 3000), "afhq": (1000, 2000), "imagenet64": (60, 120),
-}
-
-
-def default_sizes(dataset_spec: str | None, n: int) -> tuple[int, int]:
-    """The paper's (k_min, k_max) for its datasets; elsewhere k_max = N/10 (their ratio), at least 64, k_min = k_max/2."""
-    name = parse_spec(str(dataset_spec))[0].lower() if dataset_spec else ""
-    k_min, k_max = PAPER_SIZES.get(name, (None, None))
-    if k_max is None:
-        k_max = max(64, round(n / 10))
-        k_min = max(1, k_max // 2)
-    k_max = int(min(k_max, n))
-    return int(min(k_min, k_max)), k_max
 
 
 def check_sizes(k_min: int, k_max: int, n: int) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from diffcli.data.spec import parse_spec
 from diffcli.errors import DiffcliError
 
 FORMAT_VERSION = 1
@@ -45,6 +46,12 @@ class Index:
     @property
     def dim(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def dataset_name(self) -> str | None:
+        """The name part of the dataset spec the index was built from ('shapes' for 'shapes:res=32'), or None."""
+        spec = self.attrs.get("dataset")
+        return parse_spec(str(spec))[0] if spec else None
 
     def train_data(self) -> np.ndarray:
         return to_data_space(self.images)
@@ -103,6 +110,33 @@ def index_attrs(path: str | os.PathLike) -> dict:
             return _attrs(f, path)
     except OSError:
         raise _fail(path, "it is not an HDF5 file or it is truncated") from None
+
+
+ROW_FIELDS = ("images", "heldout")
+
+
+def read_rows(path: str | os.PathLike, start: int, stop: int, *, field: str = "images") -> np.ndarray:
+    """Rows start..stop (clipped to the stored rows) of `field` in data space, float32 [stop - start, D], reading
+    only those rows; the metadata and the field's dtype and shape are checked as open_index checks them."""
+    if field not in ROW_FIELDS:
+        raise ValueError(f"field must be one of {ROW_FIELDS}, not {field!r}")
+    path = os.fspath(path)
+    attrs = index_attrs(path)
+    kind, shape, n = str(attrs["kind"]), tuple(int(s) for s in attrs["shape"]), int(attrs["n"])
+    try:
+        with h5py.File(path, "r") as f:
+            ds = _array(f, path, field)
+            _check_dtype(path, field, ds, kind)
+            _check_shape(path, field, ds, shape, n)
+            lo, hi = max(0, int(start)), min(int(stop), ds.shape[0])
+            if hi <= lo:
+                return np.zeros((0, int(np.prod(shape))), np.float32)
+            rows = ds[lo:hi]
+    except (KeyError, OSError, ValueError, TypeError) as exc:
+        raise _fail(path, f"it is damaged or incomplete ({type(exc).__name__})") from None
+    if kind == "vector" and not np.all(np.isfinite(rows)):
+        raise _fail(path, "its data rows hold NaN or infinite values")
+    return to_data_space(rows)
 
 
 def _whole(value) -> int | None:
@@ -165,6 +199,21 @@ def _check_rows(path, name, arr, rows, dtype_kind: str):
 _DTYPE_NAMES = {"iu": "integer type", "f": "floating type"}
 
 
+def _check_dtype(path, name: str, arr, kind: str) -> None:
+    """Stored rows ('/images', '/heldout': an array or an HDF5 dataset) are uint8 for images, floating for vectors."""
+    if (arr.dtype != np.uint8) if kind == "image" else (arr.dtype.kind != "f"):
+        stored = "uint8" if kind == "image" else "floating"
+        raise _fail(path, f"'/{name}' has dtype {arr.dtype}, but an {kind} index stores {stored} rows")
+
+
+def _check_shape(path, name: str, arr, shape: tuple, n: int) -> None:
+    """'/images' holds n rows of the index's shape, '/heldout' any number of them."""
+    if name == "images" and arr.shape != (n, *shape):
+        raise _fail(path, f"'/images' has shape {arr.shape}, but its metadata says {(n, *shape)}")
+    if len(arr.shape) != len(shape) + 1 or tuple(arr.shape[1:]) != shape:
+        raise _fail(path, f"'/{name}' has shape {arr.shape}, but its rows must have shape {shape}")
+
+
 def _read(f: h5py.File, path: str) -> Index:
     attrs = _attrs(f, path)
     kind, shape, n = str(attrs["kind"]), tuple(int(s) for s in attrs["shape"]), int(attrs["n"])
@@ -172,14 +221,10 @@ def _read(f: h5py.File, path: str) -> Index:
     for name in ("images", "heldout", "proxy", "stats/mean", "stats/pca_components", "stats/pca_variances"):
         _array(f, path, name)
     images, heldout, proxy = f["images"][...], f["heldout"][...], f["proxy"][...]
-    stored = "uint8" if kind == "image" else "floating"
     for name, arr in (("images", images), ("heldout", heldout)):
-        if (arr.dtype != np.uint8) if kind == "image" else (arr.dtype.kind != "f"):
-            raise _fail(path, f"'/{name}' has dtype {arr.dtype}, but an {kind} index stores {stored} rows")
-    if images.shape != (n, *shape):
-        raise _fail(path, f"'/images' has shape {images.shape}, but its metadata says {(n, *shape)}")
-    if heldout.ndim != len(shape) + 1 or heldout.shape[1:] != shape:
-        raise _fail(path, f"'/heldout' has shape {heldout.shape}, but its rows must have shape {shape}")
+        _check_dtype(path, name, arr, kind)
+    for name, arr in (("images", images), ("heldout", heldout)):
+        _check_shape(path, name, arr, shape, n)
     if heldout.shape[0] == 0:
         raise _fail(path, "it has 0 held-out rows; rebuild it from a dataset of at least 2 samples")
     if "n_heldout" in attrs and _whole(attrs["n_heldout"]) != heldout.shape[0]:

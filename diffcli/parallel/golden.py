@@ -1,11 +1,11 @@
-"""GoldDiff with the index rows sharded along N over a device mesh: local screens and top-k, then global merges.
+"""GoldDiff with the index rows sharded along N over a device mesh: local stages, then global merges of short lists.
 
-Per query, each stage of diffcli/denoisers/golden.py runs on every device's own rows, and only short lists cross
-devices:
-1. proxy screen: each device scores its pool members (the same per-id draws as one device, `id_uniforms`) and keeps
-   its best k_max + 1; an all-gather and a global top-k give the candidate list and the screen's floor;
-2. fine stage: each device computes exact distances for its rows among the candidates; a second all-gather and
-   top-k give the k_max nearest, from which k_t (schedule or certified tolerance) follows;
+Per query, each stage of diffcli/denoisers/golden runs on every device's own rows (the same plan, the same
+`screen`), and only short lists cross devices:
+1. screen: each device keeps its best k_max + 1 pool members (the pool draws are keyed by global id, so the pool is
+   the one-device pool); an all-gather and a global top-k give the candidates and the screen's floor;
+2. select: each device computes exact distances of its candidates; a second all-gather and top-k give the k_max
+   nearest, from which k_t (schedule or certified tolerance) follows;
 3. base: each device folds its kept rows into softmax partials (one per pixel for pca-local); pmax / psum merge
    them exactly, as the sharded empirical denoiser does.
 With the clustered coarse stage every device holds its own members of every list piece; the probed pieces come from
@@ -15,8 +15,6 @@ rounding (ties between exactly equal distances aside).
 
 from __future__ import annotations
 
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -24,137 +22,60 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from diffcli.denoisers import softmax
-from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
-from diffcli.denoisers.golden import (
-    Coarse,
-    golden_parts,
-    id_uniforms,
-    map_flat,
-    piece_blocks,
-    piece_distances,
-    pool_and_size,
-    probe,
-    proxy_distances,
-    query_keys,
-    random_extras,
-    screen_floor,
-    subset_chunk,
-    subset_size,
-)
-from diffcli.denoisers.pca_local import PixelMasks, masked_partials
+from diffcli.denoisers.base import AbstractDenoiser, exact_matmuls
+from diffcli.denoisers.golden import GoldenPlan, GoldenRows, plan_and_rows
+from diffcli.denoisers.golden.posterior import subset_mean
+from diffcli.denoisers.golden.screen import screen
+from diffcli.denoisers.golden.select import exact_distances
 from diffcli.denoisers.rows import pad_to
-from diffcli.index.proxy import ProxyMap
+from diffcli.index.coarse import piece_blocks
 from diffcli.parallel.denoiser import put_rows
 from diffcli.parallel.mesh import AXIS, row_mesh
 from diffcli.parallel.search import global_top_k
 
 
-class RowShard(eqx.Module):
-    """One device's rows (inside shard_map) or all of them (outside): the arrays sharded along N."""
-
-    data: jax.Array  # [N_pad, D]
-    proxy: jax.Array  # [N_pad, d]
-    half_psq: jax.Array  # [N_pad], +inf on padding so a padding row is never screened in
-    lists: jax.Array | None  # [parts * P, L]: each device's members of each list piece, as local row positions
-    piece_proxy: jax.Array | None  # [parts * P, d, L]: those members' proxies, stored together (zero padding)
-    piece_half: jax.Array | None  # [parts * P, L]: their half squared norms (+inf padding)
-
-
 class ShardedGoldenDenoiser(AbstractDenoiser):
     """GoldDiff over an `empirical` or `pca-local` base with the index sharded over a 1-D mesh; see the module doc."""
 
-    rows: RowShard
-    proxy_map: ProxyMap
-    masks: PixelMasks | None
-    coarse: Coarse | None  # replicated: centroids, radii, piece of each id, the high-noise permutation
-    n: int = eqx.field(static=True)
-    k_min: int = eqx.field(static=True)
-    k_max: int = eqx.field(static=True)
-    tol: float | None = eqx.field(static=True)
-    proxy_scale2: float = eqx.field(static=True)
-    base: str = eqx.field(static=True)
-    seed: int = eqx.field(static=True)
-    rows_per_part: int = eqx.field(static=True)
+    plan: GoldenPlan  # replicated
+    rows: GoldenRows  # every array sharded along N: each device holds the same number of rows (+inf padding)
     mesh: Mesh = eqx.field(static=True)
 
     @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
-        flat = flatten(x).astype(jnp.float32)
-        s = batch_sigma(sigma, flat.shape[0])
-        keys = query_keys(self.seed, key, s, flat.shape[0])
-        shard_spec = jax.tree.map(lambda _: P(AXIS), self.rows)
+        flat, s, keys = self.plan.queries(x, sigma, key)
 
         def per_device(flat, s, keys, shard):
-            x0, _ = map_flat(self, lambda *a: self._select(shard, *a), flat, s, keys, finish=self._merged_base)
+            x0, _ = self.plan.map_queries(lambda *a: self.select(shard, *a), flat, s, keys,
+                                          finish=lambda *a: subset_mean(self.plan, *a, axis=AXIS))
             return x0
 
+        shard_spec = jax.tree.map(lambda _: P(AXIS), self.rows)
         run = jax.shard_map(per_device, mesh=self.mesh, in_specs=(P(), P(), P(), shard_spec), out_specs=P())
         return run(flat, s, keys, self.rows).reshape(x.shape)
 
-    def _select(self, shard: RowShard, x, sigma, key):
+    def select(self, shard: GoldenRows, x, sigma, key):
         """One query's golden subset among this device's rows: ((rows, distance minus the nearest's, kept), None);
         every device holds its own part of the same global subset."""
-        kk, rpp = self.k_max, self.rows_per_part
+        plan, kk, rpp = self.plan, self.plan.k_max, shard.data.shape[0]
         offset = jax.lax.axis_index(AXIS) * rpp
-        _, k_t, p_keep = pool_and_size(self, sigma)
-        q = self.proxy_map(x[None, :])[0]
-        pos, dp, floor_rest = self._local_screen(shard, q, p_keep, key, offset)
-        take = min(kk + 1, dp.shape[0])
-        neg, best = jax.lax.top_k(-dp, take)
-        pos, dp = pos[best], -neg
+        _, k_t, p_keep = plan.sizes(sigma)
+        pos, dp, floor_rest = screen(plan, shard, plan.proxy_map(x[None, :])[0], p_keep, key, offset)
         gid = offset + pos
         # 1. the screen's global top-(k_max + 1): candidates, and the floor for everything left out
-        take_all = min(kk + 1, self.mesh.size * take)
+        take_all = min(kk + 1, self.mesh.size * dp.shape[0])
         neg_all, cand = global_top_k(-dp, gid, take_all)
         if take_all > kk:
             floor_rest = jnp.minimum(floor_rest, -neg_all[kk])
-        floor = screen_floor(self, floor_rest, p_keep)
         in_cand = local_members(cand[:kk], jnp.isfinite(neg_all[:kk]), offset, rpp)[pos] & jnp.isfinite(dp)
         # 2. exact distances of this device's candidates; the global k_max nearest fix k_t
         rows = shard.data[pos]
-        d = jnp.where(in_cand, jnp.sum(jnp.square(rows - x[None, :]), axis=1), jnp.inf)
+        d = exact_distances(rows, x, in_cand)
         neg_d, nearest = global_top_k(-d, gid, kk)
         d_sorted = -neg_d
-        k_t, _ = subset_size(self, d_sorted, floor, sigma, k_t)
+        k_t, _ = plan.subset_size(d_sorted, plan.floor(floor_rest, p_keep), sigma, k_t)
         keep = local_members(nearest, jnp.arange(kk) < k_t, offset, rpp)[pos] & in_cand
         return (rows, d - d_sorted[0], keep), None
-
-    def _local_screen(self, shard: RowShard, q, p_keep, key, offset):
-        """(local row positions [M], proxy distances [M] (+inf if not in the pool), floor of unprobed pieces)."""
-        if self.coarse is None:
-            pos = jnp.arange(self.rows_per_part)
-            dp = proxy_distances(shard.proxy, shard.half_psq, q)
-            return pos, jnp.where(id_uniforms(key, offset + pos) < p_keep, dp, jnp.inf), jnp.float32(jnp.inf)
-        probed, floor_rest = probe(self.coarse, q)
-        k_pool, k_off = jax.random.split(key)
-        members = shard.lists[probed].reshape(-1)
-        extra, extra_ok = random_extras(self.coarse, k_off, self.n, self.k_max, probed)
-        extra = extra - offset
-        extra_ok = extra_ok & (extra >= 0) & (extra < self.rows_per_part)  # extras held by this device only
-        inpool = jnp.concatenate([(members >= 0) & (id_uniforms(k_pool, offset + members) < p_keep), extra_ok])
-        pos = jnp.clip(jnp.concatenate([members, extra]), 0, self.rows_per_part - 1)
-        extra_pos = pos[members.shape[0]:]
-        dp = jnp.concatenate([
-            piece_distances(shard.piece_proxy, shard.piece_half, probed, q),
-            proxy_distances(shard.proxy[extra_pos], shard.half_psq[extra_pos], q)])
-        return pos, jnp.where(inpool, dp, jnp.inf), floor_rest
-
-    def _merged_base(self, x, sigma, subset):
-        """Softmax over every device's kept rows, from per-device partials merged exactly across devices."""
-        rows, d_rel, keep = subset
-        inv2var = 0.5 / jnp.square(sigma)
-        if self.base == "empirical":
-            logits = jnp.where(keep, -d_rel * inv2var, -jnp.inf)
-            p = softmax.fold(softmax.empty((), rows.shape[1:]), logits, rows)
-            return softmax.finish(softmax.merge_across(p, AXIS))
-
-        def branch(cls: int, band):
-            chunk = subset_chunk(self, rows.shape[1], cls)
-            p = masked_partials(x, rows, keep, self.masks.operand(band, cls), inv2var, chunk, AXIS)
-            return softmax.finish(softmax.merge_across(p, AXIS))  # per-pixel partials merge elementwise
-
-        return self.masks.per_query(sigma, branch)
 
 
 def local_members(gids, use, offset, rows_per_part: int):
@@ -181,26 +102,25 @@ def local_lists(global_ids: np.ndarray, parts: int, rows_per_part: int) -> np.nd
     return out.reshape(parts * len(global_ids), width)
 
 
-def shard_golden(rows: dict, rest: dict, mesh: Mesh) -> ShardedGoldenDenoiser:
-    """Lay out golden's row arrays (NumPy, from golden_parts) over `mesh` and place each device's block on it."""
+def shard_golden(plan: GoldenPlan, rows: dict, mesh: Mesh) -> ShardedGoldenDenoiser:
+    """Lay out golden's rows (NumPy, from plan_and_rows) over `mesh` and place each device's block on it."""
     n = len(rows["data"])
     rpp = -(-n // mesh.size)
     total = rpp * mesh.size
     proxy = pad_to(rows["proxy"], total)
-    coarse, pieces = rest["coarse"], (None, None, None)
-    if coarse is not None:
-        lists = local_lists(np.asarray(coarse.search.ids), mesh.size, rpp)
+    pieces = (None, None, None)
+    if rows["lists"] is not None:
+        lists = local_lists(rows["lists"], mesh.size, rpp)
         # each device's pieces hold its own rows: shift local positions to rows of the padded global array
         first = np.repeat(np.arange(mesh.size) * rpp, len(lists) // mesh.size)[:, None]
         blocks, half = piece_blocks(proxy, np.where(lists >= 0, lists + first, -1))
         pieces = tuple(put_rows(mesh, a) for a in (lists, blocks, half))
-        rest = dict(rest, coarse=dataclasses.replace(coarse, piece_proxy=None, piece_half=None))
-    shard = RowShard(put_rows(mesh, pad_to(rows["data"], total)), put_rows(mesh, proxy),
-                     put_rows(mesh, pad_to(rows["half_psq"], total, fill=np.inf)), *pieces)
-    return ShardedGoldenDenoiser(rows=shard, rows_per_part=rpp, mesh=mesh, **rest)
+    shard = GoldenRows(put_rows(mesh, pad_to(rows["data"], total)), put_rows(mesh, proxy),
+                       put_rows(mesh, pad_to(rows["half_psq"], total, fill=np.inf)), *pieces)
+    return ShardedGoldenDenoiser(plan, shard, mesh)
 
 
 def build(index, opts) -> ShardedGoldenDenoiser:
     """Registry factory: golden with the index sharded over every device (any count, one included)."""
-    rows, rest = golden_parts(index, opts)
-    return shard_golden(rows, rest, row_mesh())
+    plan, rows = plan_and_rows(index, opts)
+    return shard_golden(plan, rows, row_mesh())

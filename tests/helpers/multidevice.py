@@ -92,9 +92,9 @@ def sharded_golden(devices: int) -> tuple[dict, dict]:
         out[name] = np.asarray(call(den, x, sig, keys))
         meta[name] = sorted({tuple(s.data.shape) for s in den.rows.data.addressable_shards})
         # the coarse stage's member proxies live in the row shards, never replicated on every device
-        assert den.coarse is None or den.coarse.piece_proxy is None
+        assert (den.rows.piece_proxy is None) == (den.plan.coarse is None)
         if den.rows.piece_proxy is not None:
-            assert den.rows.piece_proxy.shape[0] == devices * len(den.coarse.radius)
+            assert den.rows.piece_proxy.shape[0] == devices * len(den.plan.coarse.radius)
         if devices == 1:
             out[name + "/one-device"] = np.asarray(call(build_denoiser("golden", index, opts), x, sig, keys))
     return out, {"shard_shapes": {k: [list(s) for s in v] for k, v in meta.items()}}
