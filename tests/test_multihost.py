@@ -24,7 +24,8 @@ WORKER = textwrap.dedent(
     start(cfg, timeout_s=args["timeout"])
     import equinox as eqx, jax, numpy as np
     from diffcli.parallel.denoiser import as_replicated
-    from diffcli.parallel.distributed import host_row_range, host_sharded_denoiser, index_size
+    from diffcli.index.store import index_attrs
+    from diffcli.parallel.distributed import host_row_range, host_sharded_denoiser
     from diffcli.sample.batches import to_host
     from diffcli.parallel.mesh import row_mesh
     mesh = row_mesh()
@@ -32,7 +33,7 @@ WORKER = textwrap.dedent(
     x = as_replicated(mesh, np.load(args["queries"]))
     call = eqx.filter_jit(lambda d, x, s: d(x, s))
     means = np.stack([to_host(call(den, x, s)) for s in args["sigmas"]])
-    lo, hi = host_row_range(mesh, index_size(args["index"]), 16)
+    lo, hi = host_row_range(mesh, int(index_attrs(args["index"])["n"]), 16)
     if jax.process_index() == 0:
         np.save(args["out"], means)
     print(json.dumps({"process": jax.process_index(), "count": jax.process_count(), "rows": [lo, hi]}), flush=True)
@@ -164,3 +165,29 @@ def test_sample_command_refuses_other_denoisers_on_a_cluster(vector_index, tmp_p
     assert p.returncode == 2
     assert "empirical denoiser only" in err and "Traceback" not in err, err[-2000:]
     assert not (tmp_path / "o").exists()
+
+
+def test_row_ranges_are_read_through_the_index_store(vector_index, tmp_path):
+    """read_rows gives open_index's rows for any range (clipped, empty ones included) and refuses what open_index
+    refuses, in one sentence."""
+    import h5py
+
+    from diffcli.index import open_index
+    from diffcli.index.store import read_rows
+
+    index, _ = vector_index
+    train = open_index(index).train_data()
+    for lo, hi in ((0, 91), (10, 45), (80, 200), (91, 95), (30, 30)):
+        np.testing.assert_array_equal(read_rows(index, lo, hi), train[lo:min(hi, 91)])
+    assert read_rows(index, 5, 5).shape == (0, 10)
+    np.testing.assert_array_equal(read_rows(index, 0, 2, field="heldout"), open_index(index).heldout_data()[:2])
+    bad = tmp_path / "bad.h5"
+    with h5py.File(index) as src, h5py.File(bad, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        dst["images"] = src["images"][:, :4]
+    with pytest.raises(DiffcliError, match="'/images' has shape"):
+        read_rows(bad, 0, 4)
+    (tmp_path / "plain.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DiffcliError, match="not an HDF5 file"):
+        read_rows(tmp_path / "plain.h5", 0, 4)

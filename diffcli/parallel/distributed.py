@@ -8,8 +8,6 @@ import sys
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-
 from diffcli.errors import DiffcliError, UsageError
 
 
@@ -110,44 +108,15 @@ def host_row_range(mesh, n: int, chunk: int) -> tuple[int, int]:
     return geom.part_range(mine[0])[0], geom.part_range(mine[-1])[1]
 
 
-def read_index_rows(path: str, lo: int, hi: int) -> tuple[np.ndarray, int]:
-    """(rows lo..hi of the index's training data in data space [hi - lo, D], total N), reading only those rows."""
-    import h5py
-
-    from diffcli.index.store import to_data_space
-
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != "diffcli-index" or "images" not in f:
-                raise DiffcliError(f"'{path}' is not a diffcli index.")
-            images = f["images"]
-            n, dim = int(images.shape[0]), int(np.prod(images.shape[1:]))
-            if hi <= lo:
-                return np.zeros((0, dim), np.float32), n
-            return to_data_space(images[lo:min(hi, n)]), n
-    except OSError:
-        raise DiffcliError(f"'{path}' is not an HDF5 file or it is truncated.") from None
-
-
-def index_size(path: str) -> int:
-    """N of an index without reading its rows."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return int(f["images"].shape[0])
-    except (OSError, KeyError):
-        raise DiffcliError(f"'{path}' is not a readable diffcli index.") from None
-
-
 def host_sharded_denoiser(path: str, *, mesh=None, chunk: int = 2048):
     """The sharded empirical denoiser over the whole cluster, this host reading only its own rows of the index."""
+    from diffcli.index.store import index_attrs, read_rows
     from diffcli.parallel.denoiser import ShardedEmpiricalDenoiser
     from diffcli.parallel.mesh import row_mesh
 
     mesh = row_mesh() if mesh is None else mesh
-    n = index_size(path)
+    n = int(index_attrs(path)["n"])
     lo, hi = host_row_range(mesh, n, chunk)
-    rows, _ = read_index_rows(path, lo, hi)
+    rows = read_rows(path, lo, hi)
     return ShardedEmpiricalDenoiser.from_local_rows(rows, n=n, first_row=lo, mesh=mesh, chunk=chunk)
 

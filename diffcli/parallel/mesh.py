@@ -1,4 +1,4 @@
-"""A 1-D device mesh over index rows, and row padding so every device holds the same number of rows."""
+"""A 1-D device mesh over index rows, its shardings, and spreading a batch of points over the local devices."""
 
 from __future__ import annotations
 
@@ -23,21 +23,6 @@ def row_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
-
-
-def padded_rows(n: int, parts: int, chunk: int = 1) -> int:
-    """Smallest multiple of parts * chunk that holds n rows (at least one chunk per part)."""
-    block = parts * chunk
-    return max(block, -(-n // block) * block)
-
-
-def pad_rows(a: np.ndarray, total: int, fill=0) -> np.ndarray:
-    """Pad the leading axis of `a` to `total` rows with `fill`."""
-    if len(a) > total:
-        raise ValueError(f"{len(a)} rows do not fit in {total}")
-    out = np.full((total, *a.shape[1:]), fill, dtype=a.dtype)
-    out[: len(a)] = a
-    return out
 
 
 def spread_leading(x):
