@@ -238,9 +238,10 @@ def test_flags_fill_the_declaration_and_a_contradiction_is_one_sentence():
 # --- the solvers jit the wrapped network ----------------------------------------------------------------------------
 
 SOLVER_NAMES = ("euler", "heun", "ddpm", "dpmpp-2m", "picard", "collocation")
+SOLVER_SIGMAS = np.concatenate([np.geomspace(80.0, 0.02, 6), [0.0]])  # inside the DDPM table's sigmas
 
 
-def run_solvers(den, ref, *, sigmas, shape=(DIM,), n=6):
+def run_solvers(den, ref, *, sigmas, shape=(DIM,), n=4):
     """{solver: (wrapped samples, reference samples)} from generate(), the batched, jitted sampling loop."""
     from diffcli.sample.batches import generate
     from diffcli.solvers import get_solver
@@ -258,8 +259,7 @@ def test_every_solver_runs_the_wrapped_network_as_the_exact_denoiser():
     table = linear_table()
     den = ModelDenoiser.wrap(oracle_network(gmm, "eps", "vp-linear", table=table.astype(np.float32)),
                              Parameterisation(model_output="eps", model_noise="vp-linear"))
-    sigmas = np.concatenate([np.geomspace(80.0, 0.02, 8), [0.0]])  # inside the table's sigmas
-    for name, (got, want) in run_solvers(den, gmm, sigmas=sigmas).items():
+    for name, (got, want) in run_solvers(den, gmm, sigmas=SOLVER_SIGMAS).items():
         # two compiled programs in float32; sigma -> t -> sigma round trips cost a few roundings of log sigma
         assert_close(got, want, dtype=np.float32, ulps=64, cond=16.0, err_msg=name)
 

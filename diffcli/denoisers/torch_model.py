@@ -23,8 +23,9 @@ def build_torch(index, opts) -> ModelDenoiser:
 
 def build_diffusers(index, opts) -> ModelDenoiser:
     """A diffusers UNet2DModel folder; its scheduler config says the parameterisation."""
-    from diffcli.models.torch_bridge import SCHEDULER_FILES, load_diffusers
+    from diffcli.models.torch_bridge import SCHEDULER_FILES, import_torch, load_diffusers
 
+    import_torch("diffusers")
     shape = tuple(int(v) for v in index.shape)
     net, declared = load_diffusers(opts.model, shape, device=opts.model_device)
     source = f"model folder '{opts.model}'"

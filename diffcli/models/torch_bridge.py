@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import jax
 import numpy as np
@@ -78,11 +79,12 @@ class TorchNetwork:
         x, t = np.asarray(x), np.asarray(t)
         lead = x.shape[: x.ndim - len(self.sample_shape)]  # [B], or [V, B] under vmap (broadcast_all)
         xb = np.ascontiguousarray(x.reshape((-1, *self.sample_shape)))
-        tb = np.ascontiguousarray(np.broadcast_to(t, lead).reshape(-1))
+        tb = np.array(np.broadcast_to(t, lead).reshape(-1))
         # On CPU torch.from_numpy shares the callback's buffer (no copy). On a GPU the batch goes device -> host for
         # the callback and host -> device for PyTorch (and back); handing the device buffer over with DLPack
         # (torch.from_dlpack on a jax.Array) would avoid both copies, which pure_callback's NumPy interface does not.
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # read, never written
             xt = torch.from_numpy(xb).to(self.device, self.dtype)
             tt = torch.from_numpy(tb).to(self.device, self.dtype)
             out = self.module(xt, tt)
@@ -215,7 +217,7 @@ def load_diffusers(folder: str, sample_shape: tuple[int, ...], *, device: str = 
                            f"{tuple(sample_shape)}.")
     diffusers = import_diffusers()
     try:
-        model = getattr(diffusers, cls).from_pretrained(where)
+        model = getattr(diffusers, cls).from_pretrained(where, low_cpu_mem_usage=False)  # no accelerate needed
     except Exception as exc:  # missing weights, a broken file, a config diffusers refuses
         raise DiffcliError(f"{source} cannot be loaded by diffusers: {type(exc).__name__}: {first_line(exc)}.") from None
     return torch_network(model, sample_shape, device=device, source=source), declared
