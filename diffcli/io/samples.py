@@ -52,5 +52,7 @@ def read_samples(path) -> dict:
             }
     except OSError:
         raise DiffcliError(f"'{path}' is not an HDF5 file or it is truncated.") from None
-    except (json.JSONDecodeError, TypeError):
-        raise DiffcliError(f"'{path}' has damaged settings (settings_json is not JSON).") from None
+    except json.JSONDecodeError:
+        raise DiffcliError(f"samples file '{path}' has a settings_json attribute that is not valid JSON.") from None
+    except TypeError:
+        raise DiffcliError(f"samples file '{path}' has a settings_json attribute that is not text.") from None
