@@ -66,7 +66,7 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_q
     golden = build_denoiser("golden", idx, opts)
     build_golden = time.perf_counter() - t0
     # the same masks serve all three (built once): the tolerance mode (beyond the paper) and the full scan
-    tol = dataclasses.replace(golden, tol=1e-3, k_min=1)
+    tol = dataclasses.replace(golden, plan=dataclasses.replace(golden.plan, tol=1e-3, k_min=1))
     full = full_scan_like(golden, idx)
     emp = build_denoiser("empirical", idx, StreamOptions())
     ids = np.arange(batch)
@@ -98,8 +98,8 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_q
     timed_rows = [r for r in rows if r["pca_local_full_s"] is not None]
     tg = sum(r["golden_s"] for r in timed_rows)
     tf = sum(r["pca_local_full_s"] for r in timed_rows)
-    return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch, "k_min": golden.k_min, "k_max": golden.k_max,
-            "mask_widths": [int(w) for w in golden.masks.widths], "full_scan_timed_queries": full_queries,
+    return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch, "k_min": golden.plan.k_min, "k_max": golden.plan.k_max,
+            "mask_widths": [int(w) for w in golden.plan.masks.widths], "full_scan_timed_queries": full_queries,
             "golden_build_s": build_golden, "steps": rows, "speedup_vs_pca_local": tf / tg,
             "full_scan_steps": [r["step"] for r in timed_rows],
             "r2_min_over_steps": min(r["r2_min"] for r in timed_rows)}
@@ -111,9 +111,9 @@ def full_scan_like(golden, idx):
     from diffcli.denoisers.pca_local import PcaLocalDenoiser, class_chunks, pad_rows
 
     data = idx.train_data()
-    chunks = class_chunks(data.shape[1], golden.masks, min(PcaLocalOptions().chunk_size, len(data)))
+    chunks = class_chunks(data.shape[1], golden.plan.masks, min(PcaLocalOptions().chunk_size, len(data)))
     rows, ok = pad_rows(data, max(chunks))
-    return PcaLocalDenoiser(jnp.asarray(rows), jnp.asarray(ok), golden.masks, chunks)
+    return PcaLocalDenoiser(jnp.asarray(rows), jnp.asarray(ok), golden.plan.masks, chunks)
 
 
 # -- (b) scaling with N ----------------------------------------------------------------------------------------
@@ -155,10 +155,10 @@ def scaling(ns, dim: int, batch: int, k_min: int, k_max: int, repeats: int) -> l
                 _, t = timed(call, (den, x, jnp.float32(sigma), keys), repeats)
                 row[f"{'coarse' if coarse else 'exact'}_s_sigma{sigma}"] = t
             if sigma == 0.05:
-                truth, _ = exact_topk(den.proxy, x, k_max)
-                found, _ = coarse_topk(den.coarse.search, den.proxy, x, k_max)
+                truth, _ = exact_topk(den.rows.proxy, x, k_max)
+                found, _ = coarse_topk(den.plan.coarse.search, den.rows.proxy, x, k_max)
                 row["coarse_recall"] = recall(found, truth)
-                row["nprobe_pieces"] = den.coarse.search.nprobe
+                row["nprobe_pieces"] = den.plan.coarse.search.nprobe
         print(f"  N={n:>8}: exact {row['exact_s_sigma0.05']:.4f}s coarse {row['coarse_s_sigma0.05']:.4f}s "
               f"(low noise) recall {row['coarse_recall']:.3f}", flush=True)
         out.append(row)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from diffcli.denoisers import pca_local
-from diffcli.denoisers.masks import band_sigmas, build_masks, default_threshold, dense_mask
+from diffcli.denoisers.masks import band_sigmas, build_masks, dense_mask
 from diffcli.denoisers.options import PcaLocalOptions
 from diffcli.denoisers.pca_local import build, dense_classes
+from diffcli.denoisers.presets import default_threshold
 from diffcli.index.stats import pca_stats
 from diffcli.index.store import Index
 
@@ -117,7 +118,7 @@ def test_band_lookup_nearest_in_log_sigma_and_no_retrace(traces):
 
 def test_defaults():
     assert default_threshold("afhq") == 0.04 and default_threshold("mnist") == 0.02
-    assert default_threshold("shapes:res=64,n=15000") == 0.03 and default_threshold(None) == 0.03
+    assert default_threshold("shapes") == 0.03 and default_threshold(None) == 0.03
     assert len(band_sigmas(np.geomspace(0.01, 10, 100))) == 32
 
 

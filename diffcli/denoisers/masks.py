@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffcli.denoisers.base import exact_matmuls
-from diffcli.denoisers.presets import default_threshold  # noqa: F401  (the per-dataset presets live in presets.py)
 
 MAX_BANDS = 32  # distinct sigmas with their own mask; more sigmas share the nearest band in log sigma
 COLUMN_BLOCK = 1024

@@ -75,10 +75,10 @@ def concentration_along_trajectories(index, denoiser, sigmas, x_t, keys, *, gold
             diag = {k: np.asarray(v) for k, v in _diagnose(golden, x, jnp.float32(s), step_keys).items()}
             row.update(golden_k=diag["k"].tolist(), bound=diag["bound"].tolist(), tail_mass=diag["tail_mass"].tolist())
             q = proxy_features(index, x)
-            exact_ids, _ = exact_topk(proxy, q, golden.k_max)
+            exact_ids, _ = exact_topk(proxy, q, golden.plan.k_max)
             row["proxy_recall"] = top_k_recall(np.asarray(exact_ids), dist, diag["k"]).tolist()
             if coarse is not None:
-                ids, _ = coarse_topk(coarse, proxy, q, golden.k_max)
+                ids, _ = coarse_topk(coarse, proxy, q, golden.plan.k_max)
                 row["coarse_recall"] = top_k_recall(np.asarray(ids), dist, diag["k"]).tolist()
         d = _call(denoiser, x, jnp.float32(s), step_keys)
         x = d + (s_next / s) * (x - d)  # Euler in sigma-space; the last step (to 0) is exactly D
@@ -127,7 +127,7 @@ def run_concentration(index, *, denoiser: str = "golden", base: str = "pca-local
                                             coarse=coarse_search_for(index, golden_nprobe))
     return {"dataset": index.attrs.get("dataset"), "n": index.n, "denoiser": denoiser, "base": base,
             "schedule": schedule, "steps": steps, "num_samples": num_samples, "seed": seed,
-            "k_min": golden.k_min, "k_max": golden.k_max, "support_eps": SUPPORT_EPS,
+            "k_min": golden.plan.k_min, "k_max": golden.plan.k_max, "support_eps": SUPPORT_EPS,
             "summary": summarise(rows), "per_sample": rows}
 
 
