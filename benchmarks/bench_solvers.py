@@ -1,12 +1,15 @@
 """Error vs sequential rounds and NFE of every solver on a GMM with exact score (float64, so errors are the method's).
 
-Testbed: 4 equal-weight isotropic components, means on a sphere of radius R = 2, component std = R / ratio, in
-d dimensions; EDM sigmas 80 -> 0.002. Errors are relative pathwise distances max_b ||x_b - ref_b|| / ||ref_b|| from
+Testbeds: 4 equal-weight isotropic components, means on a sphere of radius R = 2, component std = R / ratio, in
+d dimensions (ratio 2 and 5); and a well-separated one, 8 components with R/std = 6 in d = 64. EDM sigmas
+80 -> 0.002. Errors are relative pathwise distances max_b ||x_b - ref_b|| / ||ref_b|| from
 the same initial noise (and the same per-step noise for the SDE):
 - ODE solvers (euler, heun, dpmpp-2m, collocation) vs a diffrax Dopri8 solve (rtol = atol = 1e-12) + final denoise;
 - picard-ode vs sequential 1000-step DDIM (= euler), picard-sde vs sequential 1000-step DDPM with the same noise;
-  plain, Anderson-accelerated and quasi-Newton (secant slope) rounds.
-Run: python -m benchmarks.bench_solvers [--quick] [--resume]
+  plain, Anderson-accelerated and quasi-Newton (secant slope) rounds, PIADM blocks, and the defaults with
+  --picard-tol 1e-2 / 1e-3 / 1e-4 (the tolerance is the promised final relative distance; "within" says if it held);
+- collocation's defaults with --colloc-tol 1e-2 / 1e-4 / 1e-6 against the same promise.
+Run: python -m benchmarks.bench_solvers [--quick] [--resume] [--dims 16,64] [--testbeds 16:2:4,64:6:8]
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RADIUS, BATCH, SIGMA_MAX, SIGMA_MIN = 2.0, 4, 80.0, 0.002
 TARGET = 1e-6  # collocation goal: this pathwise error with <= 1/10 of the best classic solver's rounds
 PICARD_TARGET = 1e-3  # picard goal: this distance to 1000-step sequential in <= 25 rounds
-PICARD_SERIES = tuple(f"picard-{m}{a}" for m in ("ode", "sde") for a in ("", "-anderson", "-newton"))
+PICARD_SERIES = tuple(f"picard-{m}{a}" for m in ("ode", "sde") for a in ("", "-anderson", "-newton", "-default"))
+TOLS = (1e-2, 1e-3, 1e-4)  # promised final relative distances checked for the defaults
 
 
 def karras(steps, rho=7.0):
@@ -39,11 +43,12 @@ def karras(steps, rho=7.0):
     return np.concatenate([s, [0.0]])
 
 
-def testbed(dim, ratio, seed=0):
+def testbed(dim, ratio, components=4, seed=0):
     rng = np.random.default_rng(seed)
-    means = rng.standard_normal((4, dim))
+    means = rng.standard_normal((components, dim))
     means *= RADIUS / np.linalg.norm(means, axis=1, keepdims=True)
-    den = GMMDenoiser.from_arrays(means, np.full(4, RADIUS / ratio), np.full(4, 0.25), dtype=np.float64)
+    den = GMMDenoiser.from_arrays(means, np.full(components, RADIUS / ratio), np.full(components, 1.0 / components),
+                                  dtype=np.float64)
     x_t = SIGMA_MAX * jax.random.normal(jax.random.PRNGKey(seed), (BATCH, dim), jnp.float64)
     return den, x_t, jax.random.split(jax.random.PRNGKey(seed + 1), BATCH)
 
@@ -73,8 +78,8 @@ def rounds_to_target(rows, target):
     return float(b["rounds"] * (b["error"] / target) ** (1 / order)), True
 
 
-def bench_testbed(dim, ratio, quick):
-    den, x_t, keys = testbed(dim, ratio)
+def bench_testbed(dim, ratio, quick, components=4):
+    den, x_t, keys = testbed(dim, ratio, components)
     rows = []
     ref, ref_steps = reference_sample(den, x_t, karras(8), rtol=1e-12, atol=1e-12)
     steps_list = [16, 64, 256] if quick else [16, 64, 256, 1024]
@@ -90,30 +95,45 @@ def bench_testbed(dim, ratio, quick):
                               colloc_iters=it)
         rows.append(dict(solver="collocation", setting=f"windows={w},nodes={n},iters={it}", rounds=int(out.rounds),
                          nfe=int(out.nfe), error=rel_error(out.x0, ref), seconds=sec))
+    for tol in (1e-2, None, 1e-6):  # None: the defaults (tolerance 1e-4)
+        out, sec = run_solver("collocation", den, x_t, karras(8), keys, **({} if tol is None else dict(colloc_tol=tol)))
+        err = rel_error(out.x0, ref)
+        rows.append(dict(solver="collocation-default", setting="defaults" if tol is None else f"tol={tol:g}",
+                         rounds=int(out.rounds), nfe=int(out.nfe), error=err, seconds=sec,
+                         within=bool(err <= (tol or 1e-4))))
     sig = karras(1000)
     for mode, seq_name in (("ode", "euler"), ("sde", "ddpm")):
         seq, _ = run_solver(seq_name, den, x_t, sig, keys)
         tols = (1e-2, 3e-3) if quick else (1e-2, 3e-3, 2e-3, 1e-3)
-        settings = [dict(picard_tol=t, picard_window=w) for w in ((256,) if quick else (128, 256)) for t in tols] + \
-            [dict(picard_tol=t, picard_window=w, picard_anderson=2) for w in ((256,) if quick else (256, 512))
+        plain = dict(picard_newton=False)
+        settings = [dict(picard_tol=t, picard_window=w, **plain) for w in ((256,) if quick else (128, 256))
+                    for t in tols] + \
+            [dict(picard_tol=t, picard_window=w, picard_anderson=2, **plain) for w in ((256,) if quick else (256, 512))
              for t in tols] + \
-            [dict(picard_tol=t, picard_window=256, picard_newton=True) for t in tols]
+            [dict(picard_tol=t, picard_window=w, picard_newton=True) for w in ((125, 500, 1000) if not quick else ())
+             for t in (1e-3,)] + \
+            [dict(picard_tol=t) for t in TOLS] + [{}]  # the defaults: window 250, newton
         if not quick:
-            settings += [dict(picard_blocks=b, picard_iters=k) for b, k in ((4, 6), (8, 3))] + \
-                [dict(picard_blocks=4, picard_iters=k, picard_newton=True) for k in (3, 5)]
+            settings += [dict(picard_blocks=b, picard_iters=k, **plain) for b, k in ((4, 6), (8, 3))] + \
+                [dict(picard_blocks=4, picard_iters=k, picard_newton=True) for k in (3, 5)] + \
+                [dict(picard_rule="blocks", **plain)]  # PIADM as the paper runs it (the former default)
         for opts in settings:
             out, sec = run_solver("picard", den, x_t, sig, keys, picard_mode=mode, **opts)
+            default = set(opts) <= {"picard_tol"}
             name = f"picard-{mode}" + ("-anderson" if opts.get("picard_anderson") else "") + \
-                ("-newton" if opts.get("picard_newton") else "")
-            rows.append(dict(solver=name, setting=",".join(f"{k[7:]}={v}" for k, v in opts.items()),
-                             rounds=int(out.rounds), nfe=int(out.nfe), error=rel_error(out.x0, seq.x0), seconds=sec,
-                             versus=f"sequential {seq_name} 1000 steps"))
+                ("-newton" if opts.get("picard_newton") else "") + ("-default" if default else "")
+            err = rel_error(out.x0, seq.x0)
+            rows.append(dict(solver=name, setting=",".join(f"{k[7:]}={v}" for k, v in opts.items()) or "defaults",
+                             rounds=int(out.rounds), nfe=int(out.nfe), error=err, seconds=sec,
+                             versus=f"sequential {seq_name} 1000 steps",
+                             **(dict(within=bool(err <= opts.get("picard_tol", 1e-3))) if default else {})))
     best_classic = min((rounds_to_target([r for r in rows if r["solver"] == s], TARGET) for s in
                         ("euler", "heun", "dpmpp-2m")), key=lambda t: t[0])
     coll = rounds_to_target([r for r in rows if r["solver"] == "collocation"], TARGET)
     picard_ok = {m: min([r["rounds"] for r in rows if r["solver"] == m and r["error"] <= PICARD_TARGET], default=None)
                  for m in PICARD_SERIES}
-    summary = dict(dim=dim, ratio=ratio, reference_steps=int(ref_steps),
+    summary = dict(dim=dim, ratio=ratio, components=components, reference_steps=int(ref_steps),
+                   tolerances_held=all(r["within"] for r in rows if "within" in r),
                    classic_rounds_to_target=best_classic[0], classic_extrapolated=best_classic[1],
                    collocation_rounds_to_target=coll[0], collocation_extrapolated=coll[1],
                    collocation_round_ratio=coll[0] / best_classic[0],
@@ -121,7 +141,7 @@ def bench_testbed(dim, ratio, quick):
     return rows, summary
 
 
-def plot(rows, dim, ratio, out_dir):
+def plot(rows, dim, ratio, components, out_dir):
     """Error vs sequential rounds (log-log), one line per solver, with the two targets as dotted levels."""
     from diffcli.io.plot import save_line_plot
 
@@ -140,45 +160,50 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="d=16 only and fewer settings")
     p.add_argument("--dims", help="comma list of dimensions (default 16,256,1024; quick 16)")
+    p.add_argument("--testbeds", help="comma list of dim:ratio:components (overrides --dims)")
+    p.add_argument("--out", help="result file name under benchmarks/results (default solvers.json)")
     p.add_argument("--resume", action="store_true", help="keep the testbeds already in the JSON and run the rest")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     dims = (16,) if args.quick else (16, 256, 1024)
     if args.dims:
         dims = tuple(int(v) for v in args.dims.split(","))
+    beds = [(d, r, 4) for d in dims for r in (2.0, 5.0)] + ([] if args.quick else [(64, 6.0, 8)])
+    if args.testbeds:
+        beds = [(int(d), float(r), int(k)) for d, r, k in (t.split(":") for t in args.testbeds.split(","))]
     out_dir = os.path.join(HERE, "results")
     os.makedirs(out_dir, exist_ok=True)
     all_rows, summaries, plots = [], [], []
-    path = os.path.join(out_dir, "solvers_quick.json" if args.quick else "solvers.json")
+    path = os.path.join(out_dir, args.out or ("solvers_quick.json" if args.quick else "solvers.json"))
     if args.resume and os.path.exists(path):
         with open(path) as f:
             done = json.load(f)
         all_rows, summaries = done["rows"], done["summary"]
         plots = [os.path.join(HERE, p) for p in done["plots"]]
-    for dim in dims:
-        for ratio in (2.0, 5.0):
-            if any(s["dim"] == dim and s["ratio"] == ratio for s in summaries):
-                continue
-            rows, summary = bench_testbed(dim, ratio, args.quick)
-            jax.clear_caches()  # every setting compiles anew: a long run otherwise exhausts the process's memory maps
-            for r in rows:
-                r.update(dim=dim, ratio=ratio)
-            all_rows += rows
-            summaries.append(summary)
-            plots.append(plot(rows, dim, ratio, out_dir))
-            print(f"\nd={dim} R/std={ratio:g}  (reference: Dopri8, {summary['reference_steps']} steps)")
-            print(f"{'solver':20s} {'setting':44s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
-            for r in rows:
-                print(f"{r['solver']:20s} {r['setting']:44s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")
-            print(json.dumps(summary), flush=True)
-            # written after every testbed, so a run cut short keeps what it measured
-            result = dict(benchmark="solvers", quick=args.quick, dtype="float64", batch=BATCH, radius=RADIUS,
-                          sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=platform.machine(),
-                          backend=jax.default_backend(), rows=all_rows, summary=summaries,
-                          plots=[os.path.relpath(p, HERE) for p in plots])
-            with open(path + ".part", "w") as f:
-                json.dump(result, f, indent=1)
-            os.replace(path + ".part", path)
+    for dim, ratio, components in beds:
+        if any(s["dim"] == dim and s["ratio"] == ratio and s.get("components", 4) == components
+               for s in summaries):
+            continue
+        rows, summary = bench_testbed(dim, ratio, args.quick, components)
+        jax.clear_caches()  # every setting compiles anew: a long run otherwise exhausts the process's memory maps
+        for r in rows:
+            r.update(dim=dim, ratio=ratio, components=components)
+        all_rows += rows
+        summaries.append(summary)
+        plots.append(plot(rows, dim, ratio, components, out_dir))
+        print(f"\nd={dim} R/std={ratio:g} components={components}  (reference: Dopri8, {summary['reference_steps']} steps)")
+        print(f"{'solver':20s} {'setting':44s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
+        for r in rows:
+            print(f"{r['solver']:20s} {r['setting']:44s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")
+        print(json.dumps(summary), flush=True)
+        # written after every testbed, so a run cut short keeps what it measured
+        result = dict(benchmark="solvers", quick=args.quick, dtype="float64", batch=BATCH, radius=RADIUS,
+                      sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=platform.machine(),
+                      backend=jax.default_backend(), rows=all_rows, summary=summaries,
+                      plots=[os.path.relpath(p, HERE) for p in plots])
+        with open(path + ".part", "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(path + ".part", path)
     print(f"\nwrote {path}")
 
 
