@@ -90,7 +90,8 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_q
             r2 = per_sample_r2(g, f)
             r2_tol = per_sample_r2(np.asarray(d_tol[:full_queries]).reshape(full_queries, -1), f)
             row.update(pca_local_full_s=t_full * batch / full_queries, r2_mean=float(np.mean(r2)),
-                       r2_min=float(np.min(r2)), max_abs_dev=float(np.abs(g - f).max()), tol_r2_min=float(np.min(r2_tol)))
+                       r2_min=float(np.min(r2)), max_abs_dev=float(np.abs(g - f).max()),
+                       tol_r2_min=float(np.min(r2_tol)))
         rows.append(row)
         print(f"  step {i}: sigma={float(s):8.4g} golden {t_gold:8.4f}s  pca-local {row['pca_local_full_s']}s "
               f"empirical {t_emp:7.4f}s  r2 {row['r2_min']}  tol-mode {t_tol:.4f}s r2 {row['tol_r2_min']}", flush=True)
@@ -98,7 +99,8 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_q
     timed_rows = [r for r in rows if r["pca_local_full_s"] is not None]
     tg = sum(r["golden_s"] for r in timed_rows)
     tf = sum(r["pca_local_full_s"] for r in timed_rows)
-    return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch, "k_min": golden.plan.k_min, "k_max": golden.plan.k_max,
+    return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch, "k_min": golden.plan.k_min,
+            "k_max": golden.plan.k_max,
             "mask_widths": [int(w) for w in golden.plan.masks.widths], "full_scan_timed_queries": full_queries,
             "golden_build_s": build_golden, "steps": rows, "speedup_vs_pca_local": tf / tg,
             "full_scan_steps": [r["step"] for r in timed_rows],
@@ -185,8 +187,8 @@ def print_protocol(a: dict) -> None:
         r2 = "-" if r["r2_min"] is None else f"{r['r2_min']:.4f}"
         dev = "-" if r["max_abs_dev"] is None else f"{r['max_abs_dev']:.4f}"
         tr2 = "-" if r["tol_r2_min"] is None else f"{r['tol_r2_min']:.4f}"
-        print(f"{r['step']:>4} {r['sigma']:8.4g} {r['golden_s']:9.4f} {full:>12} {r['empirical_s']:12.4f} {r2:>8} {dev:>8} "
-              f"{r['golden_tol_s']:7.3f} {tr2:>10}")
+        print(f"{r['step']:>4} {r['sigma']:8.4g} {r['golden_s']:9.4f} {full:>12} {r['empirical_s']:12.4f} "
+              f"{r2:>8} {dev:>8} {r['golden_tol_s']:7.3f} {tr2:>10}")
     print(f"speed-up of golden over the full-scan PCA-locality (sum over steps): {a['speedup_vs_pca_local']:.1f}x; "
           f"min r2 {a['r2_min_over_steps']:.4f}; mask width classes {a['mask_widths']}")
 
@@ -195,11 +197,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
     ap.add_argument("--dataset", help="dataset spec of part (a) (default: shapes:res=64,n=15000; quick res=16)")
-    ap.add_argument("--full-queries", type=int, help="queries the full-scan PCA-locality is run on (timing scaled to 16)")
+    ap.add_argument("--full-queries", type=int,
+                    help="queries the full-scan PCA-locality is run on (timing scaled to 16)")
     ap.add_argument("--full-steps", help="comma list of steps where the full scan runs (default: all)")
     ap.add_argument("--skip-scaling", action="store_true", help="run part (a) only")
     ap.add_argument("--scaling-only", action="store_true", help="run part (b) only (N = 10k, 100k, 1M unless --quick)")
-    ap.add_argument("--out", help="JSON path (default results/golden.json; --scaling-only: results/golden_scaling.json)")
+    ap.add_argument("--out",
+                    help="JSON path (default results/golden.json; --scaling-only: results/golden_scaling.json)")
     args = ap.parse_args()
     name = "golden_scaling.json" if args.scaling_only else "golden.json"  # a part-(b) run keeps part (a)'s results
     args.out = args.out or os.path.join(os.path.dirname(__file__), "results", name)
@@ -230,10 +234,11 @@ def main():
         print_protocol(a)
     print("\n       N   exact(s)  coarse(s)  exact@hi  coarse@hi  recall")
     for r in b:
-        print(f"{r['n']:>8} {r['exact_s_sigma0.05']:10.4f} {r['coarse_s_sigma0.05']:10.4f} {r['exact_s_sigma2.0']:9.4f} "
-              f"{r['coarse_s_sigma2.0']:10.4f} {r['coarse_recall']:7.3f}")
+        print(f"{r['n']:>8} {r['exact_s_sigma0.05']:10.4f} {r['coarse_s_sigma0.05']:10.4f} "
+              f"{r['exact_s_sigma2.0']:9.4f} {r['coarse_s_sigma2.0']:10.4f} {r['coarse_recall']:7.3f}")
     if b:
-        print(f"time growth {ns[0]} -> {ns[-1]}: exact {grow['exact_s_sigma0.05']:.1f}x, coarse {grow['coarse_s_sigma0.05']:.1f}x")
+        print(f"time growth {ns[0]} -> {ns[-1]}: exact {grow['exact_s_sigma0.05']:.1f}x, "
+              f"coarse {grow['coarse_s_sigma0.05']:.1f}x")
     print(f"wrote {args.out}")
 
 

@@ -31,8 +31,10 @@ import jax
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCHEDS = ("las", "las-w", "las-j", "ays", "edm", "log-snr", "vp-leading")  # las: the default rule; -w weighted, -j min J
-COMPARED = ("las", "ays", "edm", "log-snr", "vp-leading")  # the goal's field: LAS against its peers (variants shown only)
+# las: the default rule; -w weighted, -j min J
+SCHEDS = ("las", "las-w", "las-j", "ays", "edm", "log-snr", "vp-leading")
+# the goal's field: LAS against its peers (variants shown only)
+COMPARED = ("las", "ays", "edm", "log-snr", "vp-leading")
 SOLVERS = ("ddpm", "euler")
 LO, HI = 0.002, 80.0
 
@@ -161,7 +163,8 @@ def image_case(spec: str, ks, n: int, ref_steps: int, home: str) -> list[dict]:
     for (k, name), z in zip(flat, noise[1:], strict=True):
         sig = grids[k][name]
         for solver in SOLVERS:
-            x = sample(den, solver, sig, index.shape, n, batch=64) if solver == "euler" else sample_coupled(den, sig, index.shape, z)
+            x = (sample(den, solver, sig, index.shape, n, batch=64) if solver == "euler"
+                 else sample_coupled(den, sig, index.shape, z))
             val = float(np.sqrt(np.mean((x - ref[solver]) ** 2)))
             metric = f"RMS to {ref_steps}-step ref" + (" (same Brownian path)" if solver == "ddpm" else "")
             rows.append({"case": spec, "metric": metric, "k": k, "schedule": name, "solver": solver, "value": val})
@@ -183,7 +186,8 @@ def verdicts(rows) -> list[dict]:
                 las_vals.append(vals["las"])
             v = np.array(las_vals)
             slope = float(np.polyfit(np.log(ks), np.log(v), 1)[0]) if np.all(v > 0) and len(ks) > 1 else None
-            out.append({"case": case, "solver": solver, "las_within_5pct": dict(zip(map(str, ks), within, strict=False)),
+            out.append({"case": case, "solver": solver,
+                        "las_within_5pct": dict(zip(map(str, ks), within, strict=False)),
                         "las_slope_vs_k": slope})
     return out
 
@@ -199,8 +203,8 @@ def run(quick: bool) -> dict:
     for name, fn in (("gaussian", lambda: gaussian_case(ks)),
                      ("gmm", lambda: gmm_case(ks, 256 if quick else 1000, home)),
                      ("digits", lambda: image_case("digits", ks, 32 if quick else 128, 200 if quick else 1000, home)),
-                     ("shapes", lambda: image_case("shapes:res=16,n=1000" if quick else "shapes", ks, 8 if quick else 32,
-                                                   200 if quick else 1000, home))):
+                     ("shapes", lambda: image_case("shapes:res=16,n=1000" if quick else "shapes", ks,
+                                                   8 if quick else 32, 200 if quick else 1000, home))):
         t0 = time.perf_counter()
         rows += fn()
         res["timings_s"][name] = round(time.perf_counter() - t0, 2)

@@ -91,8 +91,10 @@ def projection(cpu_gflops: float, cpu_gbs: float) -> dict:
             t_flop = flops / gpus / (gpu["fp32_tflops"] * 1e12)
             t_merge = 2 * b * (d + 2) * 4 * (gpus - 1) / gpus / (gpu["nvlink_gbs"] * 1e9) if gpus > 1 else 0.0
             rows[f"{dtype}, {gpus} GPU"] = {
-                "index_gb": total / 1e9, "memory_per_gpu_gb": per_gpu / 1e9, "fits": per_gpu / 1e9 < 0.9 * gpu["hbm_gb"],
-                "ms_per_step_b16": 1e3 * (max(t_mem, t_flop) + t_merge), "bound": "memory" if t_mem > t_flop else "compute",
+                "index_gb": total / 1e9, "memory_per_gpu_gb": per_gpu / 1e9,
+                "fits": per_gpu / 1e9 < 0.9 * gpu["hbm_gb"],
+                "ms_per_step_b16": 1e3 * (max(t_mem, t_flop) + t_merge),
+                "bound": "memory" if t_mem > t_flop else "compute",
             }
     return {
         "n": n, "dim": d, "batch": b, "gpu": gpu, "flops_per_step": flops, "rows": rows,
@@ -104,7 +106,8 @@ def projection(cpu_gflops: float, cpu_gbs: float) -> dict:
             "and time by the GPU count; the exact log-sum-exp merge moves only B*(D+2) floats per step "
             "(~0.8 MB), negligible over NVLink. The float32 index (63 GB) barely fits one 80 GB H100 beside the "
             "activations; stored as uint8 and converted per chunk it is 15.7 GB (4x fewer bytes; not implemented yet), "
-            "and the step becomes bound by FP32 FLOPs (~15 ms) unless TF32/bf16 tensor cores are used. On 8 GPUs the float32 index is 7.9 GB per GPU. Larger batches raise arithmetic "
+            "and the step becomes bound by FP32 FLOPs (~15 ms) unless TF32/bf16 tensor cores are used. "
+            "On 8 GPUs the float32 index is 7.9 GB per GPU. Larger batches raise arithmetic "
             "intensity: at B >= 32 the float32 step is compute-bound too, so time grows with B."
         ),
     }
@@ -148,7 +151,8 @@ def main() -> None:
     print("\nprojection: ImageNet-1K unconditional, 1,281,167 x 3x64x64, batch 16, exact empirical denoiser")
     for name, row in proj["rows"].items():
         print(f"  {name:40s} index {row['index_gb']:6.1f} GB, {row['memory_per_gpu_gb']:6.1f} GB/GPU "
-              f"({'fits' if row['fits'] else 'does not fit'}), {row['ms_per_step_b16']:7.2f} ms/step ({row['bound']}-bound)")
+              f"({'fits' if row['fits'] else 'does not fit'}), "
+              f"{row['ms_per_step_b16']:7.2f} ms/step ({row['bound']}-bound)")
     print(f"  this CPU, 1 device (roofline estimate): {proj['this_cpu_ms_per_step_b16'] / 1e3:.1f} s/step")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     out = os.path.join(HERE, "results", "sharded_quick.json" if args.quick else "sharded.json")

@@ -151,7 +151,8 @@ def plot(rows, dim, ratio, components, out_dir):
     save_line_plot(path, {k: v for k, v in series.items() if v[0]},
                    title=f"solvers on a 4-component GMM with exact score, d = {dim}, R/std = {ratio:g} (float64)\n"
                          "ODE solvers vs Dopri8; Picard vs sequential 1000-step DDIM (ode) / DDPM (sde)",
-                   xlabel="sequential rounds (batched denoiser calls)", ylabel="relative pathwise error (max over batch)",
+                   xlabel="sequential rounds (batched denoiser calls)",
+                   ylabel="relative pathwise error (max over batch)",
                    hlines={f"collocation target {TARGET:g}": TARGET, f"Picard target {PICARD_TARGET:g}": PICARD_TARGET})
     return path
 
@@ -191,7 +192,8 @@ def main(argv=None):
         all_rows += rows
         summaries.append(summary)
         plots.append(plot(rows, dim, ratio, components, out_dir))
-        print(f"\nd={dim} R/std={ratio:g} components={components}  (reference: Dopri8, {summary['reference_steps']} steps)")
+        print(f"\nd={dim} R/std={ratio:g} components={components}  "
+              f"(reference: Dopri8, {summary['reference_steps']} steps)")
         print(f"{'solver':20s} {'setting':44s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
         for r in rows:
             print(f"{r['solver']:20s} {r['setting']:44s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")

@@ -65,7 +65,8 @@ def ddpm_sigmas(**kw) -> np.ndarray:
 
 
 def ddpm_t_to_sigma(t, **kw):
-    """DDPM timestep (integer or continuous in [0, T-1]) -> sigma; between integers, log sigma is linear (k-diffusion)."""
+    """DDPM timestep (integer or continuous in [0, T-1]) -> sigma; between integers, log sigma is linear
+    (k-diffusion)."""
     log_s = np.log(ddpm_sigmas(**kw))
     tt = np.asarray(t, np.float64)
     if np.any(~np.isfinite(tt)) or np.any(tt < 0) or np.any(tt > len(log_s) - 1):
@@ -74,7 +75,8 @@ def ddpm_t_to_sigma(t, **kw):
 
 
 def ddpm_sigma_to_t(sigma, *, nearest: bool = False, **kw):
-    """sigma -> continuous DDPM timestep (inverse of ddpm_t_to_sigma, clamped to [0, T-1]); nearest=True rounds in log sigma."""
+    """sigma -> continuous DDPM timestep (inverse of ddpm_t_to_sigma, clamped to [0, T-1]);
+    nearest=True rounds in log sigma."""
     log_s = np.log(ddpm_sigmas(**kw))
     ls = np.log(np.asarray(sigma, np.float64))
     if nearest:

@@ -45,7 +45,8 @@ def load_recipe(path: str, *, dataset_name: str | None, allowed: Mapping[str, Ki
                 options[k], where[k] = v, f" in [datasets.{dataset_name}]"
     unknown = sorted(set(options) - set(kinds))
     if unknown:
-        raise UsageError(f"recipe '{path}' sets unknown option '{unknown[0]}'; known options: {', '.join(sorted(kinds))}.")
+        raise UsageError(f"recipe '{path}' sets unknown option '{unknown[0]}'; "
+                         f"known options: {', '.join(sorted(kinds))}.")
     return {k: _checked(path, k, v, kinds[k], where[k]) for k, v in options.items()}
 
 

@@ -151,7 +151,8 @@ def output_folder(out: str, overwrite: bool):
     lock = None
     try:
         lock = _lock(out)
-        if os.path.isdir(os.path.join(out, PREVIOUS)):  # a run killed while replacing: its outputs go, the earlier come back
+        # a run killed while replacing: its outputs go, the earlier come back
+        if os.path.isdir(os.path.join(out, PREVIOUS)):
             _restore_previous(out)
         if _contents(out) and not overwrite:
             raise DiffcliError(f"output folder '{out}' is not empty; pass --overwrite or choose another --out.")
@@ -209,7 +210,8 @@ def _lock(out: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DiffcliError(f"another diffcli run is writing to '{out}'; wait for it or choose another --out.") from None
+            raise DiffcliError(f"another diffcli run is writing to '{out}'; "
+                               "wait for it or choose another --out.") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

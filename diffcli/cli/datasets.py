@@ -71,11 +71,14 @@ def info_dataset(name: Annotated[str, typer.Argument(help="Dataset name, e.g. af
     if json_out:
         emit_json({**asdict(m), "root": dataset_root(name, None)})
         return
-    lines = [f"{m.title} ({m.name}): {m.train} train / {m.heldout} held-out, {m.channels}x{m.resolution}x{m.resolution}",
-             f"licence: {m.licence}", f"homepage: {m.homepage}", f"put it in: {dataset_root(name, None)} (or --root PATH)",
+    lines = [f"{m.title} ({m.name}): {m.train} train / {m.heldout} held-out, "
+             f"{m.channels}x{m.resolution}x{m.resolution}",
+             f"licence: {m.licence}", f"homepage: {m.homepage}",
+             f"put it in: {dataset_root(name, None)} (or --root PATH)",
              f"manifest: {m.path}", "how to get it:" + m.how_to_get.rstrip(), f"checksums: {m.checksums}", "layouts:"]
     for lay in m.layouts:
-        lines.append(f"  {lay.name}: " + ", ".join(e.path for e in lay.entries) + (f"  ({lay.note})" if lay.note else ""))
+        lines.append(f"  {lay.name}: " + ", ".join(e.path for e in lay.entries)
+                     + (f"  ({lay.note})" if lay.note else ""))
     typer.echo("\n".join(lines))
 
 
@@ -83,7 +86,8 @@ def info_dataset(name: Annotated[str, typer.Argument(help="Dataset name, e.g. af
 def verify_dataset(
     name: Annotated[str, typer.Argument(help="Dataset name, e.g. mnist.")],
     root: Annotated[str | None, Opt("--root", help="Where its files are (default $DIFFCLI_DATA/NAME).")] = None,
-    checksums: Annotated[bool, Opt("--checksums/--no-checksums", help="Hash fixed archives (slow on big files).")] = True,
+    checksums: Annotated[bool, Opt("--checksums/--no-checksums",
+                                   help="Hash fixed archives (slow on big files).")] = True,
     json_out: Annotated[bool, Opt("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Check the layout, record counts and published checksums of a prepared dataset."""

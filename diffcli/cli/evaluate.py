@@ -36,12 +36,14 @@ Opt = typer.Option
 @command(evaluate_app, DEFAULT_SUBCOMMAND)
 def evaluate_samples(
     samples: Annotated[str, typer.Argument(help="A samples file (OUT/samples.h5) from diffcli sample.")],
-    reference: Annotated[str | None, Opt("--reference", help="Samples of the reference model from the same noise.")] = None,
+    reference: Annotated[str | None, Opt("--reference",
+                                         help="Samples of the reference model from the same noise.")] = None,
     index: Annotated[str | None, Opt("--index", help="The training index (memorisation, Frechet/KID, ...).")] = None,
     dataset: Annotated[str | None, Opt("--dataset", "-d", help="Dataset spec whose default index to use.")] = None,
     root: Annotated[str | None, Opt("--root", help="Where a real dataset's files are.")] = None,
     model: Annotated[str | None, Opt("--model", help="Reference network: its bottleneck is the feature space.")] = None,
-    features: Annotated[str | None, Opt("--features", help="User features: .npz with arrays 'samples' and 'train'.")] = None,
+    features: Annotated[str | None, Opt("--features",
+                                        help="User features: .npz with arrays 'samples' and 'train'.")] = None,
     max_reference: Annotated[int, Opt("--max-reference", help="Training rows compared against, at most.")] = 5000,
     seed: Annotated[int, Opt("--seed", help="Seed of the reference subset and random projections.")] = 0,
     json_out: Annotated[bool, Opt("--json", help="Print one JSON object on stdout.")] = False,

@@ -15,10 +15,13 @@ from diffcli.errors import DiffcliError
 @command(app, "index-build")
 def index_build(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset spec NAME[:key=value,...].")] = "digits",
-    root: Annotated[str | None, typer.Option("--root", help="Where the dataset's files are (real datasets, folder).")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Index file (default under $DIFFCLI_HOME/indexes).")] = None,
+    root: Annotated[str | None, typer.Option("--root",
+                                             help="Where the dataset's files are (real datasets, folder).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o",
+                                            help="Index file (default under $DIFFCLI_HOME/indexes).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N images.")] = None,
-    coarse: Annotated[bool, typer.Option("--coarse/--no-coarse", help="Cluster the proxies for the sublinear coarse stage.")] = True,
+    coarse: Annotated[bool, typer.Option("--coarse/--no-coarse",
+                                         help="Cluster the proxies for the sublinear coarse stage.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index file at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
@@ -48,4 +51,5 @@ def index_build(
     if json_out:
         emit_json(summary)
     else:
-        info(f"index of {summary['n']} samples ({summary['n_heldout']} held out) {'at' if reuse else 'written to'} {path}")
+        info(f"index of {summary['n']} samples ({summary['n_heldout']} held out) "
+             f"{'at' if reuse else 'written to'} {path}")

@@ -22,8 +22,8 @@ step counted in data units. --las-rule dp minimises J = 1/2 sum_k int (l(gamma_k
 stochastic sampler's path-space KL (it crowds the steps at low noise); --las-rule weighted is J with each step
 discounted by the loss still unresolved where it starts; --las-rule quantile places the steps at the quantiles of
 int sqrt|l'| dgamma (J's continuum optimum). AYS minimises its KL
-upper bound by coordinate search. The loss curve is measured with --denoiser on the index's held-out split (--dataset/--index),
-or read from a training log (--loss-file, --loss-kind x0|eps|v|edm). Use the result with
+upper bound by coordinate search. The loss curve is measured with --denoiser on the index's held-out split
+(--dataset/--index), or read from a training log (--loss-file, --loss-kind x0|eps|v|edm). Use the result with
 `diffcli sample --schedule FILE.json --steps K`.
 """
 
@@ -37,8 +37,9 @@ def schedule_fit(
     loss_file: Annotated[str | None, Opt("--loss-file", help="CSV/JSON training log: sigma or timestep, loss.")] = None,
     loss_kind: Annotated[str, Opt("--loss-kind", help="x0|eps|v|edm: what the logged loss predicts.")] = "x0",
     method: Annotated[str, Opt("--method", help="las|ays|edm|log-snr|vp-leading|cosine.")] = "las",
-    las_rule: Annotated[str, Opt("--las-rule", help="lambda (mismatch per unit log-SNR) | weighted | dp (exact minimum of "
-                                                    "J, the path KL) | quantile.")] = "lambda",
+    las_rule: Annotated[str, Opt("--las-rule",
+                                 help="lambda (mismatch per unit log-SNR) | weighted | dp (exact minimum of "
+                                      "J, the path KL) | quantile.")] = "lambda",
     steps: Annotated[int, Opt("--steps", help="Number of solver steps K.")] = 10,
     sigma_min: Annotated[float, Opt("--sigma-min")] = 0.002,
     sigma_max: Annotated[float, Opt("--sigma-max")] = 80.0,
@@ -50,7 +51,8 @@ def schedule_fit(
     batch_size: Annotated[int, Opt("--batch-size")] = 64,
     seed: Annotated[int, Opt("--seed")] = 0,
     out: Annotated[str, Opt("--out", "-o", help="Schedule JSON file to write.")] = "schedule.json",
-    plot: Annotated[bool, Opt("--plot/--no-plot", help="Also write OUT with .png: loss curve and chosen sigmas.")] = True,
+    plot: Annotated[bool, Opt("--plot/--no-plot",
+                              help="Also write OUT with .png: loss curve and chosen sigmas.")] = True,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing schedule file (and its plot).")] = False,
     json_out: Annotated[bool, Opt("--json", help="Print one JSON object on stdout.")] = False,
 ):

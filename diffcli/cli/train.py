@@ -16,7 +16,8 @@ Opt = typer.Option
 
 @command(app, "train")
 def train(
-    dataset: Annotated[str | None, Opt("--dataset", "-d", help="Dataset spec NAME[:key=value,...]; default digits.")] = None,
+    dataset: Annotated[str | None, Opt("--dataset", "-d",
+                                       help="Dataset spec NAME[:key=value,...]; default digits.")] = None,
     index: Annotated[str | None, Opt("--index", help="An index file from index-build (instead of --dataset).")] = None,
     root: Annotated[str | None, Opt("--root", help="Where a real dataset's files are.")] = None,
     steps: Annotated[int, Opt("--steps", help="Optimiser steps in total (a resumed run continues to this).")] = 3000,
@@ -26,7 +27,8 @@ def train(
     ema: Annotated[float, Opt("--ema", help="EMA decay of the saved weights.")] = 0.999,
     width: Annotated[int | None, Opt("--width", help="Base channels (U-Net) or hidden width (MLP).")] = None,
     seed: Annotated[int, Opt("--seed", help="Initialisation, data order and noise depend on (seed, step) alone.")] = 0,
-    out: Annotated[str, Opt("--out", "-o", help="The model file to write (a checkpoint goes to OUT.ckpt).")] = "model.eqx",
+    out: Annotated[str, Opt("--out", "-o",
+                            help="The model file to write (a checkpoint goes to OUT.ckpt).")] = "model.eqx",
     save_every: Annotated[int, Opt("--save-every", help="Steps between checkpoints.")] = 500,
     resume: Annotated[bool, Opt("--resume", help="Continue from OUT.ckpt if it exists (bit-for-bit on CPU).")] = False,
     overwrite: Annotated[bool, Opt("--overwrite", help="Start afresh over an existing OUT (and OUT.ckpt).")] = False,
@@ -48,7 +50,8 @@ def train(
     if json_out:
         emit_json(result)
     else:
-        info(f"trained {result['steps']} steps in {result['seconds']:.1f}s (final loss {result['final_loss']:.4f}) -> {out}")
+        info(f"trained {result['steps']} steps in {result['seconds']:.1f}s "
+             f"(final loss {result['final_loss']:.4f}) -> {out}")
         info(f"per-sigma x0 loss: {result['loss_csv']}")
 
 

@@ -13,7 +13,8 @@ def gmm_parameters(dim: int, components: int, radius: float, std: float, seed: i
     rng = np.random.default_rng([seed, 1])
     directions = rng.standard_normal((components, dim))
     means = radius * directions / np.linalg.norm(directions, axis=1, keepdims=True)
-    return means.astype(np.float32), np.full(components, std, np.float32), np.full(components, 1.0 / components, np.float32)
+    return (means.astype(np.float32), np.full(components, std, np.float32),
+            np.full(components, 1.0 / components, np.float32))
 
 
 def draw(means, stds, weights, n: int, rng) -> tuple[np.ndarray, np.ndarray]:

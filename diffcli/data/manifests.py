@@ -72,7 +72,8 @@ def manifest_names() -> list[str]:
 
 def _entry(raw: dict, where: str) -> Entry:
     if raw.get("format") not in FORMATS:
-        raise DiffcliError(f"{where}: entry '{raw.get('path')}' has format '{raw.get('format')}'; use one of {', '.join(FORMATS)}.")
+        raise DiffcliError(f"{where}: entry '{raw.get('path')}' has format '{raw.get('format')}'; "
+                           f"use one of {', '.join(FORMATS)}.")
     return Entry(**{k: raw.get(k) for k in Entry.__dataclass_fields__})
 
 
@@ -174,13 +175,15 @@ def check_entry(root: str, entry: Entry, *, checksums: bool = True) -> list[Chec
                                 f"'{entry.path}' holds {total} records, the manifest expects {entry.count}"))
         else:
             checks.append(Check(entry.path, "count", total >= entry.min_count,
-                                f"'{entry.path}' holds {total} records, the manifest expects at least {entry.min_count}"))
+                                f"'{entry.path}' holds {total} records, "
+                                f"the manifest expects at least {entry.min_count}"))
     for algo in ("md5", "sha256"):
         want = getattr(entry, algo)
         if want and checksums:
             got = file_digest(found[0], algo)
             checks.append(Check(entry.path, algo, got == want.lower(),
-                                f"'{entry.path}' has {algo} {got}, the manifest expects {want.lower()}; download it again"))
+                                f"'{entry.path}' has {algo} {got}, "
+                                f"the manifest expects {want.lower()}; download it again"))
     return checks
 
 
@@ -200,7 +203,8 @@ class Verification:
         return bad.detail if bad else ""
 
 
-def verify(name: str, root: str | None = None, *, checksums: bool = True, manifest: Manifest | None = None) -> Verification:
+def verify(name: str, root: str | None = None, *, checksums: bool = True,
+           manifest: Manifest | None = None) -> Verification:
     """Check layout, counts and checksums of a dataset under root (default $DIFFCLI_DATA/<name>)."""
     manifest = load_manifest(name) if manifest is None else manifest
     root = dataset_root(name, root)

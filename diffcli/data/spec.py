@@ -26,7 +26,8 @@ def check_params(name: str, params: dict[str, str], allowed) -> None:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise UsageError(
-            f"dataset '{name}' has no parameter '{unknown[0]}'; its parameters are: {', '.join(sorted(allowed)) or 'none'}."
+            f"dataset '{name}' has no parameter '{unknown[0]}'; "
+            f"its parameters are: {', '.join(sorted(allowed)) or 'none'}."
         )
 
 

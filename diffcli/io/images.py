@@ -33,7 +33,8 @@ def tile(images: np.ndarray, *, ncol: int | None = None, pad: int = 1) -> np.nda
 
 
 def enlarge(images: np.ndarray, min_cell: int = MIN_CELL) -> tuple[np.ndarray, int]:
-    """uint8 [n, H, W, C] enlarged (nearest) by the smallest integer factor making cells >= min_cell; (images, factor)."""
+    """uint8 [n, H, W, C] enlarged (nearest) by the smallest integer factor making cells >= min_cell;
+    (images, factor)."""
     scale = max(1, -(-int(min_cell) // max(images.shape[1], images.shape[2])))
     if scale > 1:
         images = images.repeat(scale, axis=1).repeat(scale, axis=2)

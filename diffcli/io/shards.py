@@ -36,7 +36,8 @@ def check_compatible(shards: list[dict], names: list[str]) -> None:
             if ref.get(key) != other.get(key):
                 raise DiffcliError(f"'{name}' was made with {key}={other.get(key)!r} but '{names[0]}' with "
                                    f"{key}={ref.get(key)!r}; only shards of one run can be merged.")
-        if not np.array_equal(shard["sigmas"], shards[0]["sigmas"]) or shard["samples"].shape[1:] != shards[0]["samples"].shape[1:]:
+        if (not np.array_equal(shard["sigmas"], shards[0]["sigmas"])
+                or shard["samples"].shape[1:] != shards[0]["samples"].shape[1:]):
             raise DiffcliError(f"'{name}' has a different schedule or sample shape than '{names[0]}'.")
 
 

@@ -75,7 +75,8 @@ def network_features(model_path: str, x: np.ndarray, shape, batch: int = 256) ->
     f = eqx.filter_jit(lambda d, v: d.features(v, FEATURE_SIGMA))
     rows = x.reshape(-1, *shape)
     out = [np.asarray(f(den, jnp.asarray(rows[i : i + batch]))) for i in range(0, len(rows), batch)]
-    return np.concatenate(out).astype(np.float64), f"reference-net-bottleneck({os.path.basename(model_path)}, sigma={FEATURE_SIGMA})"
+    return (np.concatenate(out).astype(np.float64),
+            f"reference-net-bottleneck({os.path.basename(model_path)}, sigma={FEATURE_SIGMA})")
 
 
 def load_user_features(path: str, n_samples: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -86,7 +87,8 @@ def load_user_features(path: str, n_samples: int) -> tuple[np.ndarray, np.ndarra
         with np.load(path, allow_pickle=False) as z:
             fs, ft = np.asarray(z["samples"], np.float64), np.asarray(z["train"], np.float64)
     except (KeyError, ValueError, OSError, TypeError):
-        raise DiffcliError(f"features file '{path}' must be an .npz holding 2-D arrays 'samples' and 'train'.") from None
+        raise DiffcliError(f"features file '{path}' must be an .npz holding "
+                           "2-D arrays 'samples' and 'train'.") from None
     if fs.ndim != 2 or ft.ndim != 2 or fs.shape[1] != ft.shape[1]:
         raise DiffcliError(f"features file '{path}' must hold 2-D 'samples' and 'train' arrays of equal width.")
     if len(fs) != n_samples:
@@ -126,7 +128,8 @@ def evaluate(samples: dict, *, reference: dict | None = None, index=None, model:
         return out
     flat = x.reshape(len(x), -1)
     if flat.shape[1] != index.dim:
-        raise DiffcliError(f"samples of shape {x.shape[1:]} do not match the index's samples of shape {tuple(index.shape)}.")
+        raise DiffcliError(f"samples of shape {x.shape[1:]} do not match "
+                           f"the index's samples of shape {tuple(index.shape)}.")
     train = index.train_data()
     mem = memorisation.memorisation(flat, train)
     out["arrays"].update(d1=mem.pop("d1"), d2=mem.pop("d2"), nearest=mem.pop("nearest"), memorized=mem.pop("memorized"))

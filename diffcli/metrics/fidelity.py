@@ -1,4 +1,5 @@
-"""Per-sample agreement with a reference run from the same noise: MSE on [0, 1] and r2 (the analytical-diffusion protocol)."""
+"""Per-sample agreement with a reference run from the same noise: MSE on [0, 1] and r2
+(the analytical-diffusion protocol)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from diffcli.metrics.gaussian import fit_gaussian, w2_squared
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}) between Gaussians fitted to two feature sets (Heusel et al. 2017)."""
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}) between Gaussians fitted to two feature sets
+    (Heusel et al. 2017)."""
     m1, s1 = fit_gaussian(f1)
     m2, s2 = fit_gaussian(f2)
     return w2_squared(m1, s1, m2, s2)
@@ -86,7 +87,8 @@ def pca_whitened_features(x: np.ndarray, mean: np.ndarray, components: np.ndarra
 
 def feature_distances(samples_f: np.ndarray, reference_f: np.ndarray, *, name: str, seed: int = 0) -> dict:
     """Frechet distance, KID and precision/recall/coverage on one named feature space."""
-    out = {"feature_space": name, "feature_dim": int(samples_f.shape[1]), "frechet": frechet_distance(samples_f, reference_f)}
+    out = {"feature_space": name, "feature_dim": int(samples_f.shape[1]),
+           "frechet": frechet_distance(samples_f, reference_f)}
     out.update(kid(samples_f, reference_f, seed=seed))
     # k-NN radii depend on set size: compare equal-sized sets, as Kynkaanniemi et al. and Naeem et al. do
     real = reference_f

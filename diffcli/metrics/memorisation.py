@@ -46,7 +46,8 @@ def memorisation(samples: np.ndarray, train: np.ndarray, *, ratio: float = MEMOR
     return {
         "memorized_fraction": float(np.mean(memorised)),
         "memorized_ratio_threshold": float(ratio),
-        "d1_per_dim": {**dict(zip(("min", "p10", "median", "p90", "max"), map(float, q), strict=True)), "mean": float(d1_dim.mean())},
+        "d1_per_dim": {**dict(zip(("min", "p10", "median", "p90", "max"), map(float, q), strict=True)),
+                       "mean": float(d1_dim.mean())},
         "d1": d1,
         "d2": d2,
         "nearest": i1,

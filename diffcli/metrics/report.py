@@ -210,7 +210,8 @@ def report_html(scalars: dict, *, samples=None, nearest=None, ratios=None, title
     """One self-contained HTML page: the pairs as embedded PNGs (pixel-exact, enlarged), and the tables."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-             "body{font-family:sans-serif;margin:1.5em;max-width:70em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+             "body{font-family:sans-serif;margin:1.5em;max-width:70em}"
+             "table{border-collapse:collapse;margin:.5em 0 1.5em}"
              "td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
              ".pairs{display:flex;flex-wrap:wrap;gap:14px}.pair{text-align:center;padding:6px;border:3px solid #ccc}"
              ".pair.copy{border-color:#d62728}.pair img{image-rendering:pixelated;margin:0 2px}"
@@ -228,7 +229,8 @@ def report_html(scalars: dict, *, samples=None, nearest=None, ratios=None, title
             parts.append(f"<div class='pair{' copy' if copy else ''}'><div>sample {i} | nearest</div>{imgs}"
                          f"<div class='r'>{ratio}</div></div>")
         parts.append("</div>")
-    for heading, keys in (("Comparison with the reference run (same noise)", [k for k in REFERENCE_KEYS if k in scalars]),
+    for heading, keys in (("Comparison with the reference run (same noise)",
+                           [k for k in REFERENCE_KEYS if k in scalars]),
                           ("Metrics", [k for k in scalars if k not in REFERENCE_KEYS])):
         if keys:
             body = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td><td>{esc(m)}</td></tr>"
@@ -251,8 +253,8 @@ def _png_base64(x: np.ndarray) -> str:
 
 def write_report(path, scalars: dict, *, samples=None, nearest=None, ratios=None, html_path=None,
                  title: str = "diffcli evaluate", formats=("png",)) -> list[str]:
-    """Write the report PNG at `path` (+ other `formats`) and/or the HTML page at `html_path`; pairs only when the data are images
-    and their nearest training images are known. Returns the paths written."""
+    """Write the report PNG at `path` (+ other `formats`) and/or the HTML page at `html_path`; pairs only when the
+    data are images and their nearest training images are known. Returns the paths written."""
     from diffcli.io.atomic import atomic_path
     from diffcli.io.plot import save_figure
 

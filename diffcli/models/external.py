@@ -51,16 +51,20 @@ def load_module(where: str):
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(name, None)
-            raise DiffcliError(f"model file '{where}' failed to load: {type(exc).__name__}: {first_line(exc)}.") from None
+            raise DiffcliError(f"model file '{where}' failed to load: "
+                               f"{type(exc).__name__}: {first_line(exc)}.") from None
         return module
     try:
         return importlib.import_module(where)
     except ModuleNotFoundError as exc:
         if exc.name and where.startswith(exc.name):
-            raise DiffcliError(f"model module '{where}' cannot be found (no such file or importable module).") from None
-        raise DiffcliError(f"model module '{where}' failed to import: {type(exc).__name__}: {first_line(exc)}.") from None
+            raise DiffcliError(f"model module '{where}' cannot be found "
+                               "(no such file or importable module).") from None
+        raise DiffcliError(f"model module '{where}' failed to import: "
+                           f"{type(exc).__name__}: {first_line(exc)}.") from None
     except Exception as exc:
-        raise DiffcliError(f"model module '{where}' failed to import: {type(exc).__name__}: {first_line(exc)}.") from None
+        raise DiffcliError(f"model module '{where}' failed to import: "
+                           f"{type(exc).__name__}: {first_line(exc)}.") from None
 
 
 def call_factory(spec: str, shape: tuple[int, ...], *, denoiser: str):

@@ -57,7 +57,8 @@ def read_header(path, kind: str) -> tuple[dict, bytes]:
         raise DiffcliError(f"{what}: it holds a {header.get('kind', 'unknown')} instead.")
     if header.get("format_version") != FORMAT_VERSION:
         raise DiffcliError(f"{what}: format version {header.get('format_version')} is not {FORMAT_VERSION}.")
-    if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+    if (len(payload) != header.get("payload_bytes")
+            or hashlib.sha256(payload).hexdigest() != header.get("payload_sha256")):
         raise DiffcliError(f"{what}: it is truncated or corrupted (checksum mismatch).")
     return header, payload
 
@@ -67,4 +68,5 @@ def read_tree(payload: bytes, like, path) -> object:
     try:
         return eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
     except Exception as exc:  # equinox raises RuntimeError/ValueError/struct errors on mismatched leaves
-        raise DiffcliError(f"'{path}' does not match the network its header describes ({type(exc).__name__}).") from None
+        raise DiffcliError(f"'{path}' does not match the network its header describes "
+                           f"({type(exc).__name__}).") from None

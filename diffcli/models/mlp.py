@@ -47,7 +47,8 @@ class ResMLP(eqx.Module):
         self.blocks = [MLPBlock(width, emb_dim, key=k) for k in keys[3:]]
         self.norm_out = eqx.nn.LayerNorm(width)
         out = eqx.nn.Linear(width, dim, key=keys[2])
-        self.lin_out = eqx.tree_at(lambda m: (m.weight, m.bias), out, (jnp.zeros_like(out.weight), jnp.zeros_like(out.bias)))
+        self.lin_out = eqx.tree_at(lambda m: (m.weight, m.bias), out,
+                                   (jnp.zeros_like(out.weight), jnp.zeros_like(out.bias)))
 
     def _hidden(self, x, c_noise, stop: int):
         emb = self.embed(c_noise)

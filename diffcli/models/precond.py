@@ -42,7 +42,8 @@ def default_config(shape: tuple[int, ...], sigma_data: float, *, width: int | No
     side = min(shape[1], shape[2])
     levels = levels_for(side, 2 if side <= 8 else 3)
     mults = (1, 2, 2)[:levels]
-    return ModelConfig("unet", tuple(shape), float(sigma_data), width=width or (16 if side <= 8 else 32 if side <= 16 else 48), mults=mults)
+    return ModelConfig("unet", tuple(shape), float(sigma_data),
+                       width=width or (16 if side <= 8 else 32 if side <= 16 else 48), mults=mults)
 
 
 def edm_coefficients(sigma, sigma_data: float):

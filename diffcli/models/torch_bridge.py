@@ -219,5 +219,6 @@ def load_diffusers(folder: str, sample_shape: tuple[int, ...], *, device: str = 
     try:
         model = getattr(diffusers, cls).from_pretrained(where, low_cpu_mem_usage=False)  # no accelerate needed
     except Exception as exc:  # missing weights, a broken file, a config diffusers refuses
-        raise DiffcliError(f"{source} cannot be loaded by diffusers: {type(exc).__name__}: {first_line(exc)}.") from None
+        raise DiffcliError(f"{source} cannot be loaded by diffusers: "
+                           f"{type(exc).__name__}: {first_line(exc)}.") from None
     return torch_network(model, sample_shape, device=device, source=source), declared

@@ -57,7 +57,8 @@ def resolve_config(coordinator=None, num_processes=None, process_id=None, env=No
     if all(given):
         parse_coordinator(coordinator)
         if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise UsageError(f"--process-id {process_id} must be in 0..{num_processes - 1} for --num-processes {num_processes}.")
+            raise UsageError(f"--process-id {process_id} must be in 0..{num_processes - 1} "
+                             f"for --num-processes {num_processes}.")
         return ClusterConfig(coordinator, int(num_processes), int(process_id), "flags")
     return slurm_config(env)
 
@@ -90,7 +91,8 @@ def start(cfg: ClusterConfig | None, *, timeout_s: float = 120.0) -> bool:
                                    initialization_timeout=int(timeout_s) + 30)
     except (RuntimeError, ValueError) as exc:
         done.set()
-        raise DiffcliError(f"jax.distributed could not start at {cfg.coordinator}: {str(exc).splitlines()[0]}.") from None
+        raise DiffcliError(f"jax.distributed could not start at {cfg.coordinator}: "
+                           f"{str(exc).splitlines()[0]}.") from None
     done.set()
     return True
 

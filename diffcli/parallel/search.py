@@ -93,7 +93,8 @@ def posterior_mean_fn(mesh):
 
 
 def merge_top_k(scores, ids, k: int):
-    """Global top-k (largest scores) of candidate lists [..., M] with their global ids; ties go to the earlier column."""
+    """Global top-k (largest scores) of candidate lists [..., M] with their global ids;
+    ties go to the earlier column."""
     best, pos = jax.lax.top_k(scores, k)
     return best, jnp.take_along_axis(ids, pos, axis=-1)
 

@@ -57,7 +57,8 @@ def coordinate_search(objective: Callable[[np.ndarray], float], sigmas, *, candi
             trial = np.exp(np.where(u < 0, ls + span * u * (ls - lo), ls + span * u * (hi - ls)))
             if cost is not None:  # additive objective: only the two intervals touching point i change
                 old = cost(s[i - 1: i], s[i: i + 1]) + cost(s[i: i + 1], s[i + 1: i + 2])
-                values = best - old + cost(np.full_like(trial, s[i - 1]), trial) + cost(trial, np.full_like(trial, s[i + 1]))
+                values = (best - old + cost(np.full_like(trial, s[i - 1]), trial)
+                          + cost(trial, np.full_like(trial, s[i + 1])))
             else:
                 values = []
                 for t in trial:

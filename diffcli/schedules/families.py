@@ -19,7 +19,8 @@ def get_sigmas_log_snr(steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, **_) 
 
 
 def get_sigmas_vp_leading(steps, **_) -> np.ndarray:
-    """DDIM 'leading' timesteps (Song et al. 2021; GoldDiff): t = k * (1000 // steps), k = steps-1 .. 0, as sigmas, then 0.
+    """DDIM 'leading' timesteps (Song et al. 2021; GoldDiff): t = k * (1000 // steps), k = steps-1 .. 0,
+    as sigmas, then 0.
 
     The DDPM fixes the range (sigma(999) ~ 157, sigma(0) ~ 0.01), so sigma_min and sigma_max are ignored.
     """
@@ -32,7 +33,8 @@ def get_sigmas_vp_leading(steps, **_) -> np.ndarray:
 
 
 def get_sigmas_cosine(steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, **_) -> np.ndarray:
-    """Uniform in the time of the cosine VP schedule (Nichol & Dhariwal 2021) between sigma_max and sigma_min, then 0."""
+    """Uniform in the time of the cosine VP schedule (Nichol & Dhariwal 2021) between sigma_max and sigma_min,
+    then 0."""
     n = check_steps(steps)
     lo, hi = check_range(sigma_min, sigma_max)
     if n == 1:

@@ -13,7 +13,8 @@ from diffcli.schedules.grid import MEMORY_LIMIT, gib
 from diffcli.schedules.loss import LossCurve, smooth_in_gamma
 
 METHODS = ("las", "ays", "edm", "log-snr", "vp-leading", "cosine")
-OBJECTIVE = "J = 1/2 sum_k int_{gamma_k}^{gamma_{k+1}} [l(gamma_k) - l(gamma)] dgamma, l per dimension (LAS, derived rule)"
+OBJECTIVE = ("J = 1/2 sum_k int_{gamma_k}^{gamma_{k+1}} [l(gamma_k) - l(gamma)] dgamma, "
+             "l per dimension (LAS, derived rule)")
 
 
 # the G x G pair tables of a loss curve (AYS's KLUB), counted with their float64 copies

@@ -1,5 +1,6 @@
 """Exact float64 answers for Gaussian data N(mu, U diag(lam) U^T): mmse, the LAS objective J, and the exact law (hence
-KL) of the first-order DDIM(eta) sampler on any schedule. Everything is per eigen-direction, so no D x D matrix is formed.
+KL) of the first-order DDIM(eta) sampler on any schedule. Everything is per eigen-direction, so no D x D matrix is
+formed.
 
 Notation: gamma = 1/sigma^2; in the eigenbasis c = U^T (x - mu) and the exact denoiser is c -> lam/(lam + sigma^2) c.
 """

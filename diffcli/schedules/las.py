@@ -67,7 +67,8 @@ def loss_on(sigmas, curve_sigma, curve_loss) -> np.ndarray:
 
 
 def cost_matrix(gamma: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """C[a, b] = 1/2 int_{gamma_a}^{gamma_b} [l(gamma_a) - l] dgamma for a < b (l piecewise linear in gamma), inf otherwise."""
+    """C[a, b] = 1/2 int_{gamma_a}^{gamma_b} [l(gamma_a) - l] dgamma for a < b (l piecewise linear in gamma),
+    inf otherwise."""
     g = np.asarray(gamma, np.float64)
     lv = np.asarray(loss, np.float64)
     cum = np.concatenate([[0.0], np.cumsum(0.5 * (lv[1:] + lv[:-1]) * np.diff(g))])
@@ -120,7 +121,8 @@ def quantile_sigmas(sigma: np.ndarray, loss: np.ndarray, nodes: int) -> np.ndarr
 
 
 def schedule_objective(sigmas, curve_sigma, curve_loss) -> float:
-    """J of any schedule's positive sigmas, with l interpolated from the curve, by fine trapezoid quadrature in gamma."""
+    """J of any schedule's positive sigmas, with l interpolated from the curve,
+    by fine trapezoid quadrature in gamma."""
     s = np.asarray(sigmas, np.float64)
     s = s[s > 0]
     total = 0.0

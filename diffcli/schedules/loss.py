@@ -227,7 +227,8 @@ def isotonic_decreasing(values, weights=None) -> np.ndarray:
 
 
 def smooth_in_gamma(curve: LossCurve) -> np.ndarray:
-    """The loss made non-increasing in gamma = 1/sigma^2 (non-decreasing in sigma), weighted by 1/stderr^2 when known."""
+    """The loss made non-increasing in gamma = 1/sigma^2 (non-decreasing in sigma),
+    weighted by 1/stderr^2 when known."""
     se = np.asarray(curve.stderr, np.float64)
     ok = np.all(np.isfinite(se)) and np.all(se > 0)
     w = 1.0 / se**2 if ok else None

@@ -60,7 +60,8 @@ def folder_source(folder):
     def read(name):
         path = os.path.join(folder, name)
         if not os.path.exists(path):
-            raise DiffcliError(f"'{path}' is missing; the CIFAR-10 folder is incomplete (see data_manifests/cifar10.toml).")
+            raise DiffcliError(f"'{path}' is missing; the CIFAR-10 folder is incomplete "
+                               "(see data_manifests/cifar10.toml).")
         with open(path, "rb") as f:
             return f.read()
 

@@ -73,7 +73,8 @@ def read_npz_set(paths, limit):
 
 
 class EdmSource:
-    """An EDM dataset: dataset.json {"labels": [[relative path, label], ...] or null} and the images, in a folder or zip."""
+    """An EDM dataset: dataset.json {"labels": [[relative path, label], ...] or null} and the images,
+    in a folder or zip."""
 
     def __init__(self, path: str):
         self.path = path

@@ -1,4 +1,5 @@
-"""GoldDiff (Shang et al. 2026, "Fast and Scalable Analytical Diffusion"): a base denoiser restricted to a golden subset.
+"""GoldDiff (Shang et al. 2026, "Fast and Scalable Analytical Diffusion"): a base denoiser restricted to a golden
+subset.
 
 Per query and step, three stages over a shared plan (plan.py): the screen (a random pool ranked by proxy distance,
 screen.py), the selection (the k_t nearest at full resolution, select.py) and the base's exact softmax over those
