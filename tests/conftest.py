@@ -54,6 +54,9 @@ def pytest_configure(config):
     read back instead of compiled. Subprocesses (CLI runs, multi-device and multi-host workers) inherit it through
     the environment variables jax reads at import."""
     _fast_compiles()
+    # subprocess workers import diffcli and the test helpers from this checkout, whatever their working directory
+    paths = [str(config.rootpath), os.path.join(str(config.rootpath), "tests"), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     path = _compilation_cache_dir(config)
     if path is None:
         return
@@ -121,7 +124,8 @@ _multidevice: dict = {}
 
 
 def pytest_collection_finish(session):
-    if not any("multidevice_runs" in getattr(item, "fixturenames", ()) for item in session.items):
+    if session.config.option.collectonly or not any(
+            "multidevice_runs" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     from tests.helpers import multidevice
 
