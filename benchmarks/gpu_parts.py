@@ -122,7 +122,7 @@ def part_roofline(ctx, out: dict, budget: Budget) -> None:
         out["bandwidth_bytes"] = words * 4
         out["copy_gbs"] = 2 * words * 4 / median(tc) / 1e9  # bytes read + bytes written
         out["read_gbs"] = words * 4 / median(tr) / 1e9
-        out["bandwidth_gbs"] = max(out["copy_gbs"], out["read_gbs"])
+        out["bandwidth_gbs"] = max(out["copy_gbs"], out["read_gbs"])  # the ceiling the shares are taken of
     else:
         skip(out, "bandwidth", over_budget(budget, 2.0))
     ctx.roofline = out
@@ -377,29 +377,33 @@ def part_picard(ctx, out: dict, budget: Budget) -> None:
     sigmas = get_schedule("edm", steps)
     out.update(schedule="edm", steps=steps, picard_options={"picard_tol": PICARD_TOL, "others": "defaults"},
                timing=timing_note(p.solver_runs), rows=[])
-    est = {}  # seconds seen per (kind, mode): compile + runs; a new batch size is estimated from the last one
+    seen = {}  # (kind, mode) -> (compile seconds, seconds per run) at the last batch size measured
+    runs = p.solver_runs
+
+    def need(kind, mode, scale=1.0):
+        c, r = seen.get((kind, mode), (0.0, 0.0))
+        return c + runs * r * scale
+
     for batch in p.picard_batches:
         x_t, keys = start_noise(sigmas, shape, batch)
         for mode, seq_name in (("sde", "ddpm"), ("ode", "euler")):
-            need = est.get(("seq", mode), 0.0) + est.get(("picard", mode), 0.0)
-            if not budget.allows(need):
-                skip(out, f"batch {batch} {mode}", over_budget(budget, need))
+            if not budget.allows(need("seq", mode) + need("picard", mode)):
+                skip(out, f"batch {batch} {mode}", over_budget(budget, need("seq", mode) + need("picard", mode)))
                 continue
             row = {"batch": batch, "mode": mode, "sequential": seq_name}
-            t0 = time.perf_counter()
-            seq, srow = measure_solver(seq_name, den, x_t, sigmas, keys, p.solver_runs)
-            est[("seq", mode)] = time.perf_counter() - t0
+            seq, srow = measure_solver(seq_name, den, x_t, sigmas, keys, runs)
+            # picard's run time at this batch, from how the sequential sampler's time grew with the batch
+            grow = srow["seconds"] / seen[("seq", mode)][1] if ("seq", mode) in seen else 1.0
+            seen[("seq", mode)] = (srow["compile_s"], srow["seconds"])
             row["seq"] = srow
-            need = est.get(("picard", mode), est[("seq", mode)])
-            if not budget.allows(need):
+            if not budget.allows(need("picard", mode, grow)):
                 row["picard"] = None
-                skip(out, f"batch {batch} {mode} picard", over_budget(budget, need))
+                skip(out, f"batch {batch} {mode} picard", over_budget(budget, need("picard", mode, grow)))
                 out["rows"].append(row)
                 continue
-            t0 = time.perf_counter()
-            pic, prow = measure_solver("picard", den, x_t, sigmas, keys, p.solver_runs, picard_mode=mode,
+            pic, prow = measure_solver("picard", den, x_t, sigmas, keys, runs, picard_mode=mode,
                                        picard_tol=PICARD_TOL)
-            est[("picard", mode)] = time.perf_counter() - t0
+            seen[("picard", mode)] = (prow["compile_s"], prow["seconds"])
             dist = rel_distance(pic.x0, seq.x0)
             prow.update(distance_max=float(dist.max()), distance_mean=float(dist.mean()),
                         within_tol=bool(dist.max() <= PICARD_TOL),
@@ -493,8 +497,10 @@ def match_error(rows: list[dict], target: float, colloc_seconds: float) -> dict:
         seconds = rows[-1]["seconds"] * steps / rows[-1]["steps"]
     else:
         return {"reached": False, "note": "one step count measured, target not reached"}
+    if not np.isfinite(steps):
+        return {"reached": False, "note": "the error did not fall between the last two step counts"}
     return {"reached": bool(hit), "extrapolated": extrapolated, "steps_at_target": steps, "seconds_at_target": seconds,
-            "collocation_speedup": seconds / colloc_seconds if np.isfinite(seconds) else None}
+            "collocation_speedup": seconds / colloc_seconds}
 
 
 def loglog_steps(a: dict, b: dict, target: float) -> float:

@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -78,16 +79,16 @@ class Preset:
 
 PRESETS = {
     "gpu": Preset(
-        name="gpu", budgets=dict(roofline=20, fullscan=45, golden=100, picard=180, collocation=90, sharding=45),
+        name="gpu", budgets=dict(roofline=20, fullscan=55, golden=100, picard=180, collocation=90, sharding=45),
         roofline_n=8192, roofline_repeats=5, bandwidth_mb=2048,
-        fullscan_n=100_000, fullscan_shape=(3, 64, 64), fullscan_batch=64, fullscan_chunk=2048, fullscan_repeats=3,
+        fullscan_n=100_000, fullscan_shape=(3, 64, 64), fullscan_batch=64, fullscan_chunk=2048, fullscan_repeats=2,
         golden_spec="shapes:res=64,n=15000", golden_k_min=1000, golden_k_max=2000, golden_steps=10, golden_batch=16,
         golden_full_queries=16, golden_repeats=1,
         net_dataset="shapes:res=32,n=6000", net_steps=600, net_batch=64, net_width=None, net_heldout=64,
         picard_steps=1000, picard_batches=(1, 16), colloc_batch=4, colloc_ref_steps=1000,
         colloc_ladder=(16, 64), colloc_max_steps=1024, colloc_options={}, solver_runs=2),
     "cpu": Preset(
-        name="cpu", budgets=dict(roofline=20, fullscan=40, golden=150, picard=600, collocation=240, sharding=30),
+        name="cpu", budgets=dict(roofline=30, fullscan=60, golden=240, picard=600, collocation=300, sharding=30),
         roofline_n=1024, roofline_repeats=3, bandwidth_mb=256,
         fullscan_n=20_000, fullscan_shape=(3, 32, 32), fullscan_batch=64, fullscan_chunk=2048, fullscan_repeats=2,
         golden_spec="shapes:res=16,n=2000", golden_k_min=100, golden_k_max=200, golden_steps=10, golden_batch=16,
@@ -102,9 +103,9 @@ PRESETS = {
         golden_spec="digits", golden_k_min=None, golden_k_max=None, golden_steps=3, golden_batch=4,
         golden_full_queries=2, golden_repeats=1,
         net_dataset="gmm:dim=8,n=256", net_steps=4, net_batch=32, net_width=16, net_heldout=8,
-        picard_steps=16, picard_batches=(1,), colloc_batch=2, colloc_ref_steps=32, colloc_ladder=(4, 8), colloc_max_steps=8,
-        colloc_options=dict(colloc_windows=6, colloc_nodes=4), solver_runs=1, sharding_on_one_device=True,
-        total_s=900.0),
+        picard_steps=16, picard_batches=(1,), colloc_batch=2, colloc_ref_steps=32, colloc_ladder=(4, 8),
+        colloc_max_steps=8, colloc_options=dict(colloc_windows=6, colloc_nodes=4), solver_runs=1,
+        sharding_on_one_device=True, total_s=900.0),
 }
 PRESET_NOTES = {
     "quick": "tiny sizes: the code paths, not figures (digits index; a vector MLP stands in for the U-Net)",
@@ -175,7 +176,8 @@ def machine_record(argv) -> dict:
         "backend": jax.default_backend(), "device_kind": dev.device_kind, "devices": jax.device_count(),
         "local_devices": jax.local_device_count(), "device_memory_bytes": stats.get("bytes_limit"),
         "nvidia_smi": nvidia_smi(), "host_cpu": cpu_name(), "host_cpus": os.cpu_count(),
-        "host_memory_bytes": host_memory_bytes(), "load_average_at_start": load_average(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+        "host_memory_bytes": host_memory_bytes(), "load_average_at_start": load_average(),
+        "jax": jax.__version__, "jaxlib": jaxlib.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "diffcli": os.path.dirname(os.path.abspath(__import__("diffcli").__file__)),
         "command": " ".join(shlex.quote(a) for a in getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
@@ -202,8 +204,9 @@ class Context:
     # -- output
     def save(self) -> None:
         """Write the JSON to a temporary name and rename it (and to --mirror, likewise)."""
-        text = json.dumps(self.result, indent=1, default=jsonable)
-        for path in [self.path] + ([os.path.join(self.args.mirror, os.path.basename(self.path))] if self.args.mirror else []):
+        text = json.dumps(finite(self.result), indent=1, default=jsonable, allow_nan=False)
+        mirror = [os.path.join(self.args.mirror, os.path.basename(self.path))] if self.args.mirror else []
+        for path in [self.path] + mirror:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             tmp = f"{path}.{os.getpid()}.part"
             with open(tmp, "w") as f:
@@ -221,7 +224,7 @@ class Context:
                                   report=lambda m: self._golden_log.append(f"{time.perf_counter() - t0:6.1f}s {m}"))
 
         t0 = time.perf_counter()
-        self._golden_start = t0
+        self._golden_start, self._golden_background = t0, background
         if background:  # a daemon thread: a build still running when the suite ends does not hold the exit
             fut = self._golden = concurrent.futures.Future()
 
@@ -262,6 +265,8 @@ class Context:
             return None
         out["preparation_wait_s"] = time.perf_counter() - waited
         out["preparation_log"] = list(self._golden_log)
+        out["preparation"] = ("in a background thread from the start of the run" if self._golden_background
+                              else "inside this part's budget")
         return prep
 
     # -- the trained network of parts 4 and 5
@@ -279,13 +284,24 @@ class Context:
         return self._net
 
 
+def finite(v):
+    """The result with NaN and infinities as null (strict JSON)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [finite(x) for x in v]
+    return v
+
+
 def jsonable(v):
     import numpy as np
 
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating,)):
-        return float(v)
+        return float(v) if np.isfinite(v) else None
     if isinstance(v, np.ndarray):
         return v.tolist()
     return str(v)
@@ -328,8 +344,9 @@ def summary_line(name: str, out: dict) -> str:
     """The part's headline figures, one line."""
     g = out.get
     if name == "roofline":
-        return (f"f32 HIGHEST {fmt(g('matmul_f32_highest_tflops'))} TF/s, f32 DEFAULT {fmt(g('matmul_f32_default_tflops'))}"
-                f", bf16 {fmt(g('matmul_bf16_tflops'))} TF/s; copy {fmt(g('copy_gbs'))} GB/s, read {fmt(g('read_gbs'))} GB/s")
+        return (f"f32 HIGHEST {fmt(g('matmul_f32_highest_tflops'))} TF/s, "
+                f"f32 DEFAULT {fmt(g('matmul_f32_default_tflops'))}, bf16 {fmt(g('matmul_bf16_tflops'))} TF/s; "
+                f"copy {fmt(g('copy_gbs'))} GB/s, read {fmt(g('read_gbs'))} GB/s")
     if name == "fullscan":
         return (f"N={g('n')} D={g('dim')} B={g('batch')}: {fmt(g('seconds'))} s/call, {fmt(g('tflops'))} TF/s "
                 f"= {fmt(100 * g('share_of_f32_highest_matmul', 0), '.0f')}% of f32 HIGHEST, "
@@ -348,7 +365,8 @@ def summary_line(name: str, out: dict) -> str:
     if name == "collocation":
         c = g("collocation") or {}
         m = g("match") or {}
-        bits = [f"collocation {fmt(c.get('seconds'))} s at error {fmt(c.get('error'), '.2e')} ({c.get('rounds')} rounds)"]
+        bits = [f"collocation {fmt(c.get('seconds'))} s at error {fmt(c.get('error'), '.2e')} "
+                f"({c.get('rounds')} rounds)"]
         for k, v in m.items():
             if v.get("steps_at_target") is not None:
                 bits.append(f"{k} {v['steps_at_target']:.0f} steps {fmt(v['seconds_at_target'])} s"
@@ -375,8 +393,9 @@ def print_tables(result: dict) -> None:
     pic = result["parts"].get("picard", {})
     if pic.get("rows"):
         print("\npicard vs sequential (same noise and keys)")
-        print(f"{'batch':>5s} {'mode':4s} {'seq s':>8s} {'seq comp':>8s} {'pic s':>8s} {'pic comp':>8s} {'rounds':>6s} "
-              f"{'nfe':>6s} {'dist':>8s} {'speedup':>7s} {'evals/round':>11s} {'evals/s pic':>11s} {'evals/s seq':>11s}")
+        print(f"{'batch':>5s} {'mode':4s} {'seq s':>8s} {'seq comp':>8s} {'pic s':>8s} {'pic comp':>8s} "
+              f"{'rounds':>6s} {'nfe':>6s} {'dist':>8s} {'speedup':>7s} {'evals/round':>11s} {'evals/s pic':>11s} "
+              f"{'evals/s seq':>11s}")
         for r in pic["rows"]:
             s, q = r["seq"], r.get("picard")
             if q is None:
@@ -385,7 +404,8 @@ def print_tables(result: dict) -> None:
                   f"{q['compile_s']:8.2f} {q['rounds']:6d} {q['nfe']:6d} {q['distance_max']:8.1e} {r['speedup']:7.2f} "
                   f"{q['evals_per_round']:11.0f} {q['evals_per_s']:11.0f} {s['evals_per_s']:11.0f}")
         goal = pic.get("goal", {})
-        print(f"goal: {goal.get('speedup_at_batch_1')}x at batch 1 ({goal.get('note')}); measured {goal.get('measured')}")
+        print(f"goal: {goal.get('speedup_at_batch_1')}x at batch 1 ({goal.get('note')}); "
+              f"measured {goal.get('measured')}")
     col = result["parts"].get("collocation", {})
     if col.get("collocation"):
         c = col["collocation"]
@@ -395,8 +415,8 @@ def print_tables(result: dict) -> None:
               f"{c['compile_s']:8.2f}")
         for name, rows in col.get("classic", {}).items():
             for r in rows:
-                print(f"{name:12s} {r['steps']:6d} {r['rounds']:6d} {r['nfe']:6d} {r['error']:9.2e} {r['seconds']:8.3f} "
-                      f"{r['compile_s']:8.2f}")
+                print(f"{name:12s} {r['steps']:6d} {r['rounds']:6d} {r['nfe']:6d} {r['error']:9.2e} "
+                      f"{r['seconds']:8.3f} {r['compile_s']:8.2f}")
         for name, mt in col.get("match", {}).items():
             print(f"  {name} at collocation's error: {mt}")
     gold = result["parts"].get("golden", {})

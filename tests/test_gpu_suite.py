@@ -33,6 +33,7 @@ def test_every_part_has_figures_or_a_skip_note(quick_run):
     _, saved = quick_run
     from benchmarks.gpu_suite import PARTS
 
+    json.dumps(saved, allow_nan=False)  # strict JSON: no NaN or Infinity
     assert set(saved["parts"]) == set(PARTS)
     for name in PARTS:
         part = saved["parts"][name]
@@ -105,3 +106,5 @@ def test_loglog_match_interpolates_and_extrapolates():
     assert far["extrapolated"] and not far["reached"]
     assert far["steps_at_target"] == pytest.approx(160)
     assert far["collocation_speedup"] == pytest.approx(1.6 / 0.1)
+    flat = match_error([dict(rows[0]), {"steps": 16, "error": 2e-2, "seconds": 0.16}], 1e-3, colloc_seconds=0.1)
+    assert not flat["reached"] and "did not fall" in flat["note"]
