@@ -24,18 +24,16 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _compilation_cache_dir(config) -> str | None:
-    """DIFFCLI_TEST_JAX_CACHE=0 turns the cache off; a path puts it there; by default it lives in .pytest_cache."""
+def _compilation_cache_dir() -> str | None:
+    """DIFFCLI_TEST_JAX_CACHE=0 turns the cache off; a path puts it there; by default it lives in the user's cache
+    folder, so every clone on this machine (a fresh CI checkout too) reuses what an earlier run compiled. JAX's key
+    covers the program, the flags and the jax version; the folder name adds the CPU."""
     chosen = os.environ.get("DIFFCLI_TEST_JAX_CACHE")
     if chosen == "0":
         return None
     if chosen:
         return chosen
-    cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
-    if cache is not None:
-        base = str(cache.mkdir("jax-compilation-cache"))
-    else:
-        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "diffcli-tests-jax")
+    base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "diffcli-tests-jax")
     return os.path.join(base, f"{platform.python_version()}-{_cpu_fingerprint()}")
 
 
@@ -57,7 +55,7 @@ def pytest_configure(config):
     # subprocess workers import diffcli and the test helpers from this checkout, whatever their working directory
     paths = [str(config.rootpath), os.path.join(str(config.rootpath), "tests"), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    path = _compilation_cache_dir(config)
+    path = _compilation_cache_dir()
     if path is None:
         return
     os.makedirs(path, exist_ok=True)
