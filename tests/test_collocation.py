@@ -5,14 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers.gaussian_oracle import (
-    GaussianDenoiser,
-    denoise,
-    karras_sigmas,
-    pf_ode_flow,
-    random_gaussian,
-    x64,
-)
 
 from diffcli.denoisers.gmm import GMMDenoiser
 from diffcli.errors import UsageError
@@ -20,6 +12,14 @@ from diffcli.solvers import get_solver
 from diffcli.solvers.chebyshev import chebyshev_table
 from diffcli.solvers.options import CollocationOptions
 from diffcli.solvers.reference import reference_sample, solve_pf_ode
+from tests.helpers.gaussian_oracle import (
+    GaussianDenoiser,
+    denoise,
+    karras_sigmas,
+    pf_ode_flow,
+    random_gaussian,
+    x64,
+)
 
 colloc = eqx.filter_jit(get_solver("collocation"))
 

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers.gaussian_oracle import GaussianDenoiser, karras_sigmas, random_gaussian, x64
 
 from diffcli.denoisers.gmm import GMMDenoiser
 from diffcli.errors import UsageError
@@ -25,6 +24,7 @@ from diffcli.solvers.picard import (
     picard_round,
     secant_slopes,
 )
+from tests.helpers.gaussian_oracle import GaussianDenoiser, karras_sigmas, random_gaussian, x64
 
 SEQUENTIAL = {"sde": "ddpm", "ode": "euler"}
 picard = eqx.filter_jit(get_solver("picard"))
@@ -86,7 +86,8 @@ def test_reproduces_sequential(mode):
     """Window 1, blocks with as many rounds as steps, and a tiny tolerance all give the sequential sample."""
     with x64():
         den, x_t, sig, keys, seq = with_sequential(mode, steps=8)
-        for opts in (dict(picard_window=1), dict(picard_blocks=2, picard_iters=4), dict(picard_tol=1e-9, picard_window=3)):
+        cases = (dict(picard_window=1), dict(picard_blocks=2, picard_iters=4), dict(picard_tol=1e-9, picard_window=3))
+        for opts in cases:
             out = picard(den, x_t, sig, key=keys, picard_mode=mode, **opts)
             np.testing.assert_allclose(np.asarray(out.x0), seq, rtol=0, atol=1e-9, err_msg=str(opts))
             assert int(out.aux["nonfinite_step"]) == -1
@@ -129,7 +130,8 @@ def test_first_k_points_exact_after_k_rounds(mode):
 
 
 def test_error_decays_geometrically_in_rounds():
-    """Fixed noise, one window over the whole grid: the pathwise error to sequential DDPM falls at least geometrically."""
+    """Fixed noise, one window over the whole grid: the pathwise error to sequential DDPM falls at least
+    geometrically."""
     steps = 24
     with x64():
         den = gmm_denoiser()
