@@ -159,13 +159,12 @@ def test_sizes_are_scaled_from_32_px_to_odd_sizes_and_capped_at_the_image():
                     boundary="official") == [(3, 3), (7, 7)]
 
 
-def test_default_calibration_per_channels_and_boundary():
-    assert default_scales(1, "official") == "mnist-unet-zeros"
-    assert default_scales(3, "official") == "cifar10-unet-zeros"
-    assert default_scales(3, "circular") == "cifar10-resnet-circular"
+def test_default_calibration_per_channels():
+    assert default_scales(1, "official") == default_scales(1, "circular") == "mnist-resnet-circular"
+    assert default_scales(3, "official") == "cifar10-resnet-circular"
     got = sizes_at(official_sigma(np.arange(1, 21) / 20), scales=None, patch_sizes=None, shape=(3, 32, 32),
                    equivariant=True, boundary="official")
-    assert [k for k, _ in got] == list(CALIBRATIONS["cifar10-unet-zeros"])
+    assert [k for k, _ in got] == list(CALIBRATIONS["cifar10-resnet-circular"])
 
 
 def test_plan_compiles_only_the_sizes_of_the_schedule_and_is_exact_without_one():

@@ -54,10 +54,11 @@ def official_sigma(t):
 
 
 def default_scales(channels: int, boundary: str) -> str:
-    """The calibration used when none is named: the grey (MNIST) or colour (CIFAR-10) family of the backbone whose
-    padding matches the patch set: zero-padded U-Net for the official set, circular ResNet for the circular one."""
+    """The calibration used when none is named: the circular-padding ResNet of the grey (MNIST) or colour (CIFAR-10)
+    family. ELS pads its query circularly, as those networks pad, and on digits it was the closest to the reference
+    network of the calibrations measured (benchmarks/results/compare_analytic_els_variants*.json)."""
     family = "mnist" if channels == 1 else "cifar10"
-    return f"{family}-unet-zeros" if boundary == "official" else f"{family}-resnet-circular"
+    return f"{family}-resnet-circular"
 
 
 def nearest_odd(v: float) -> int:
