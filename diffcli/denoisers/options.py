@@ -80,9 +80,9 @@ class ElsOptions(Options):
                                help="patch set: official (circular query, training patches that fit, zero-padded "
                                     "LS window) or circular (diffcli's own: training images wrap too).")
     els_scales: str | None = option(None, kind=str, choices=tuple(CALIBRATIONS),
-                                    help="named patch-size calibration (default: mnist-resnet-circular for grey "
-                                         "images, cifar10-resnet-circular for colour), scaled from 32 px to the "
-                                         "image side.")
+                                    help="a named patch-size calibration of Kamb and Ganguli, scaled from 32 px "
+                                         "to the image side (names in the README; default: their MNIST ResNet "
+                                         "circular one for grey images, their CIFAR-10 one for colour).")
     els_patch_sizes: str | tuple | None = option(None, kind=(str, tuple),
                                                  help="odd patch sizes, comma list from low to high noise: entry i "
                                                       "at cosine time t = i/len (instead of --els-scales).")
