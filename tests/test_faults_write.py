@@ -420,8 +420,11 @@ def earlier_index(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("mode, sig", [("hdf5", "SIGINT"), ("hdf5", "SIGTERM"), ("swallowed", "SIGINT"),
-                                       ("bytes", "SIGTERM")])
+# the default run keeps one case of each signal (the swallowed Ctrl-C that was the bug, and SIGTERM); the other
+# write paths run with `pytest -m slow` (each case is a fresh interpreter building an index)
+@pytest.mark.parametrize("mode, sig", [pytest.param("hdf5", "SIGINT", marks=pytest.mark.slow),
+                                       pytest.param("hdf5", "SIGTERM", marks=pytest.mark.slow),
+                                       ("swallowed", "SIGINT"), ("bytes", "SIGTERM")])
 def test_interrupted_index_build_keeps_the_earlier_index(earlier_index, mode, sig):
     before = sha(earlier_index)
     proc = subprocess.run([sys.executable, "-c", INTERRUPT, mode, sig, "index-build", "-d", "shapes:res=16,n=40",
@@ -433,6 +436,7 @@ def test_interrupted_index_build_keeps_the_earlier_index(earlier_index, mode, si
     assert leftovers(earlier_index.parent) == []
 
 
+@pytest.mark.slow  # the hooked cases above cover each moment; this one sends the signals with no hook at all
 def test_signal_at_a_real_moment_of_a_real_index_build(earlier_index):
     """No hooks: SIGTERM then SIGINT sent to index-builds once they report their last stage before the write."""
     before = sha(earlier_index)
