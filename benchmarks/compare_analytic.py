@@ -178,7 +178,8 @@ def main() -> None:
     from roofline import measure
 
     os.makedirs(RESULTS, exist_ok=True)
-    specs = recipe["datasets"] if not args.datasets else [d for d in recipe["datasets"] if d in args.datasets.split(";")]
+    wanted = args.datasets.split(";") if args.datasets else None
+    specs = recipe["datasets"] if not args.datasets else [d for d in recipe["datasets"] if d in wanted]
     if not specs:
         raise SystemExit(f"none of {args.datasets!r} is in the recipe's datasets {recipe['datasets']}")
     if args.num_samples:

@@ -106,7 +106,8 @@ def test_nan_during_sampling_is_named(tmp_path, digits_index_path, monkeypatch):
     import diffcli.denoisers.empirical as emp
 
     real = emp.EmpiricalDenoiser.__call__
-    monkeypatch.setattr(emp.EmpiricalDenoiser, "__call__", lambda self, x, s, key=None: real(self, x, s) / (jnp.max(jnp.asarray(s)) > 1.0))
+    monkeypatch.setattr(emp.EmpiricalDenoiser, "__call__",
+                        lambda self, x, s, key=None: real(self, x, s) / (jnp.max(jnp.asarray(s)) > 1.0))
     res = invoke("sample", "--index", digits_index_path, "--solver", "euler", "--steps", "6", "-n", "2",
                  "--out", str(tmp_path / "nan"))
     assert res.exit_code == 1 and "NaN or inf at step" in res.stderr and "sigma=" in res.stderr

@@ -59,7 +59,8 @@ def test_cli_writes_json_and_png(shapes_index_path, tmp_path):
 
     out = tmp_path / "conc"
     r = CliRunner().invoke(app, ["evaluate", "concentration", "--index", str(shapes_index_path), "--steps", "3",
-                                 "-n", "2", "--golden-base", "empirical", "--golden-k-max", "40", "--out", str(out), "--json"])
+                                 "-n", "2", "--golden-base", "empirical", "--golden-k-max", "40", "--out", str(out),
+                                 "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(doc["summary"]) == 3 and (out / "support.png").stat().st_size > 1000

@@ -42,8 +42,8 @@ def test_chunked_equals_unchunked_and_per_sample_sigma(data):
     sig = jnp.asarray([0.05, 0.2, 1.0, 5.0])
     whole = EmpiricalDenoiser.from_data(data, chunk=300)(x, sig)
     for chunk in (7, 64, 299):  # 7 and 299 leave a padded last chunk
-        np.testing.assert_allclose(np.asarray(EmpiricalDenoiser.from_data(data, chunk=chunk)(x, sig)), np.asarray(whole),
-                                   atol=1e-6)
+        np.testing.assert_allclose(np.asarray(EmpiricalDenoiser.from_data(data, chunk=chunk)(x, sig)),
+                                   np.asarray(whole), atol=1e-6)
     for i in range(4):
         np.testing.assert_allclose(np.asarray(whole[i]), reference(np.asarray(x[i:i + 1]), data, float(sig[i]))[0],
                                    atol=2e-5)

@@ -77,7 +77,8 @@ def test_user_features_and_model_features(files, digits_index, tmp_path):
     rng = np.random.default_rng(1)
     feats = tmp_path / "f.npz"
     np.savez(feats, samples=rng.standard_normal((8, 3)), train=rng.standard_normal((50, 3)))
-    out = _json(runner.invoke(app, ["evaluate", paths["s"], "--index", digits_index, "--features", str(feats), "--json"]))
+    out = _json(runner.invoke(app, ["evaluate", paths["s"], "--index", digits_index, "--features", str(feats),
+                                    "--json"]))
     assert out["feature_space"] == "user:f.npz" and out["feature_dim"] == 3
     np.savez(feats, samples=rng.standard_normal((4, 3)), train=rng.standard_normal((50, 3)))
     bad = runner.invoke(app, ["evaluate", paths["s"], "--index", digits_index, "--features", str(feats)])

@@ -260,7 +260,8 @@ INDEX_FAULTS = [
         f["coarse/order"][...] == 0, 10**6, f["coarse/order"][...])), "'/coarse/order' holds row ids outside"),
     ("image", "order not a permutation", lambda f: _replace(f, "coarse/order", np.where(
         f["coarse/order"][...] == 0, 1, f["coarse/order"][...])), "not a permutation"),
-    ("image", "order too short", lambda f: _replace(f, "coarse/order", f["coarse/order"][1:]), "'/coarse/order' has shape"),
+    ("image", "order too short", lambda f: _replace(f, "coarse/order", f["coarse/order"][1:]),
+     "'/coarse/order' has shape"),
     ("image", "offsets not monotone", lambda f: _replace(f, "coarse/offsets", _swap_first_two(
         f["coarse/offsets"][...][::-1])[::-1]), "'/coarse/offsets' must rise"),
     ("image", "offsets not ending at N", lambda f: _replace(f, "coarse/offsets", f["coarse/offsets"][...] // 2),
@@ -274,7 +275,8 @@ INDEX_FAULTS = [
      "'/stats/pca_variances' has shape"),
     ("image", "pca components of the wrong D", lambda f: _replace(
         f, "stats/pca_components", f["stats/pca_components"][:, 1:]), "'/stats/pca_components' has shape"),
-    ("image", "mean of the wrong D", lambda f: _replace(f, "stats/mean", f["stats/mean"][1:]), "'/stats/mean' has shape"),
+    ("image", "mean of the wrong D", lambda f: _replace(f, "stats/mean", f["stats/mean"][1:]),
+     "'/stats/mean' has shape"),
     ("image", "NaN variances", lambda f: _replace(f, "stats/pca_variances", np.full_like(
         f["stats/pca_variances"][...], np.nan)), "finite"),
     ("image", "no held-out rows", lambda f: _replace(f, "heldout", f["heldout"][:0]), "0 held-out rows"),
@@ -294,7 +296,8 @@ INDEX_FAULTS = [
     ("image", "images missing rows", lambda f: _replace(f, "images", f["images"][1:]), "'/images' has shape"),
     ("image", "heldout shape", lambda f: _replace(f, "heldout", f["heldout"][:, :, 1:]), "'/heldout' has shape"),
     ("image", "resolution attribute", lambda f: f.attrs.__setitem__("resolution", 9), "resolution attribute 9"),
-    ("image", "images a group", lambda f: (f.__delitem__("images"), f.create_group("images")), "'/images' is not a dataset"),
+    ("image", "images a group", lambda f: (f.__delitem__("images"), f.create_group("images")),
+     "'/images' is not a dataset"),
     ("image", "n_heldout attribute", lambda f: f.attrs.__setitem__("n_heldout", 3), "n_heldout attribute 3"),
     ("vector", "vector images as uint8", lambda f: _replace(f, "images", f["images"][...].astype(np.uint8)),
      "'/images' has dtype uint8"),
@@ -443,7 +446,8 @@ def sample_files(tiny_indexes, tmp_path_factory):
     d = tmp_path_factory.mktemp("faults-samples")
     x = np.random.default_rng(0).uniform(-1, 1, (6, 1, 8, 8)).astype(np.float32)
     paths = {}
-    for name, arr in (("ok", x), ("nan", np.where(np.arange(6)[:, None, None, None] == 2, np.nan, x)), ("empty", x[:0])):
+    with_nan = np.where(np.arange(6)[:, None, None, None] == 2, np.nan, x)
+    for name, arr in (("ok", x), ("nan", with_nan), ("empty", x[:0])):
         paths[name] = str(d / f"{name}.h5")
         write_samples(paths[name], samples=arr, noise=arr, ids=np.arange(len(arr)), settings={"seed": 0},
                       sigmas=[80.0, 0.0])

@@ -87,7 +87,8 @@ def test_row_means_stay_in_the_data_box(row_mean_denoiser, log_s, log_a, sd, ar)
 @pytest.fixture(scope="module")
 def els(digits):
     index, data, _, _ = digits
-    den = build_denoiser("els", index, denoiser_options("els", {"chunk_size": 512, "els_patch_sizes": (3, 5)}, sigmas=SIGMAS))
+    den = build_denoiser("els", index,
+                         denoiser_options("els", {"chunk_size": 512, "els_patch_sizes": (3, 5)}, sigmas=SIGMAS))
     return jitted(den), data, index.shape
 
 
@@ -103,7 +104,8 @@ def test_els_stays_in_the_pixel_range(els, log_s, log_a, sd, ar):
 @pytest.fixture(scope="module")
 def wiener(digits):
     index, data, _, _ = digits
-    return jitted(build_denoiser("wiener", index, denoiser_options("wiener", {}))), data, index.shape, np.asarray(index.mean)
+    den = jitted(build_denoiser("wiener", index, denoiser_options("wiener", {})))
+    return den, data, index.shape, np.asarray(index.mean)
 
 
 @given(log_sigma, log_scale, seed, around)

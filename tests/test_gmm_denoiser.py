@@ -49,7 +49,8 @@ def test_float32_close_to_float64_and_per_sample_sigma():
     x = 3.0 * rng.standard_normal((6, 5))
     sig = np.array([0.05, 0.2, 0.5, 1.0, 3.0, 10.0])
     den = GMMDenoiser.from_arrays(means, stds, weights)
-    got = np.asarray(eqx.filter_jit(lambda d, x, s: d(x, s))(den, jnp.asarray(x, jnp.float32), jnp.asarray(sig, jnp.float32)))
+    got = np.asarray(eqx.filter_jit(lambda d, x, s: d(x, s))(den, jnp.asarray(x, jnp.float32),
+                                                              jnp.asarray(sig, jnp.float32)))
     want = np.stack([numpy_posterior_mean(x[i:i + 1], s, means, stds, weights)[0] for i, s in enumerate(sig)])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 

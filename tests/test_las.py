@@ -159,7 +159,8 @@ def test_default_rule_has_the_lowest_exact_output_kl_on_gaussian_data(k):
 
 
 def test_lambda_rule_is_the_dp_on_log_gamma():
-    """Rule lambda is J's exact DP with log(gamma) as the variable; per unit log-SNR it spends more steps at high noise."""
+    """Rule lambda is J's exact DP with log(gamma) as the variable;
+    per unit log-SNR it spends more steps at high noise."""
     curve = exact_curve(size=400)
     grid = las.fine_grid(0.002, 80.0, las.FINE_GRID)
     lv = las.loss_on(grid, curve.sigma, las.smooth_in_gamma(curve))
@@ -230,7 +231,8 @@ def test_loss_logs_convert_to_x0_loss(tmp_path):
     t = np.array([999, 500, 500, 100, 10])
     sigma = noise.ddpm_t_to_sigma(t)
     x0_loss = np.array([0.9, 0.5, 0.7, 0.2, 0.01])
-    rows = ["timestep,loss"] + [f"{a},{float(b)!r}" for a, b in zip(t, x0_loss / sigma**2, strict=False)]  # eps loss = x0 loss / sigma^2
+    # eps loss = x0 loss / sigma^2
+    rows = ["timestep,loss"] + [f"{a},{float(b)!r}" for a, b in zip(t, x0_loss / sigma**2, strict=False)]
     p = tmp_path / "log.csv"
     p.write_text("\n".join(rows) + "\n")
     curve = read_loss_log(str(p), "eps")
@@ -243,7 +245,8 @@ def test_loss_logs_convert_to_x0_loss(tmp_path):
     j.write_text(json.dumps({"sigma": s.tolist(), "loss": v_loss.tolist()}))
     np.testing.assert_allclose(read_loss_log(str(j), "v").loss, [0.5, 0.3, 0.01], rtol=1e-12)
     lam_edm = (s**2 + 0.25) / (s * 0.5) ** 2
-    j.write_text(json.dumps([{"sigma": float(a), "loss": float(b)} for a, b in zip(s, np.array([0.5, 0.3, 0.01]) * lam_edm, strict=False)]))
+    edm_loss = np.array([0.5, 0.3, 0.01]) * lam_edm
+    j.write_text(json.dumps([{"sigma": float(a), "loss": float(b)} for a, b in zip(s, edm_loss, strict=False)]))
     np.testing.assert_allclose(read_loss_log(str(j), "edm").loss, [0.5, 0.3, 0.01], rtol=1e-12)
     bad = tmp_path / "bad.csv"
     bad.write_text("step,value\n1,2\n")

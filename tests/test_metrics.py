@@ -133,7 +133,8 @@ def test_mmd_rbf_matches_explicit_sum():
 def test_mode_weight_error():
     gmm = {"means": np.array([[-5.0, 0.0], [5.0, 0.0]]), "stds": np.array([0.5, 0.5]), "weights": np.array([0.5, 0.5])}
     rng = np.random.default_rng(9)
-    x = np.concatenate([gmm["means"][0] + 0.5 * rng.standard_normal((30, 2)), gmm["means"][1] + 0.5 * rng.standard_normal((70, 2))])
+    x = np.concatenate([gmm["means"][0] + 0.5 * rng.standard_normal((30, 2)),
+                        gmm["means"][1] + 0.5 * rng.standard_normal((70, 2))])
     res = distribution.mode_weight_error(x, gmm)
     assert res["mode_weight_tv"] == pytest.approx(0.2)
     assert res["mode_weights"].tolist() == pytest.approx([0.3, 0.7])

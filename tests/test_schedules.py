@@ -134,7 +134,9 @@ def test_schedule_fit_from_a_loss_file_writes_json_and_png(tmp_path):
     lam = np.exp(np.linspace(np.log(0.05), np.log(2.0), 8))
     sig = np.exp(np.linspace(np.log(80.0), np.log(0.002), 30))
     log = tmp_path / "log.csv"
-    log.write_text("sigma,loss\n" + "".join(f"{float(s)!r},{float(v / s**2)!r}\n" for s, v in zip(sig, mmse(1 / sig**2, lam), strict=False)))
+    mse = mmse(1 / sig**2, lam)
+    log.write_text("sigma,loss\n" + "".join(f"{float(s)!r},{float(v / s**2)!r}\n"
+                                            for s, v in zip(sig, mse, strict=False)))
     out = tmp_path / "fit" / "las.json"
     res = _cli(["--loss-file", str(log), "--loss-kind", "eps", "--method", "las", "--las-rule", "dp", "--steps", "6",
                 "--out", str(out), "--json"])

@@ -207,7 +207,7 @@ def test_usage_errors():
     with pytest.raises(UsageError):
         get_solver("ddpm")(den, jnp.ones((1, 2)), jnp.asarray([1.0, 0.0]), key=None)
     with pytest.raises(UsageError):
-        get_solver("ddpm")(den, jnp.ones((1, 2)), jnp.asarray([1.0, 0.0]), key=jax.random.split(jax.random.PRNGKey(0), 1),
-                           eta=2.0)
+        get_solver("ddpm")(den, jnp.ones((1, 2)), jnp.asarray([1.0, 0.0]),
+                           key=jax.random.split(jax.random.PRNGKey(0), 1), eta=2.0)
     with pytest.raises(UsageError):
         get_solver("euler")(den, jnp.ones((1, 2)), jnp.asarray([1.0]), key=None)

@@ -35,7 +35,8 @@ def test_edm_coefficients_closed_form():
     np.testing.assert_allclose(c_out**2, (sigma * sd) ** 2 / (sigma**2 + sd**2), rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [pytest.param((1, 8, 8), marks=pytest.mark.slow), pytest.param((3, 16, 16), marks=pytest.mark.slow), (7,)])
+@pytest.mark.parametrize("shape", [pytest.param((1, 8, 8), marks=pytest.mark.slow),
+                                   pytest.param((3, 16, 16), marks=pytest.mark.slow), (7,)])
 def test_untrained_model_is_c_skip_times_x(shape):
     cfg = default_config(shape, 0.5, width=8)
     model = build_model(cfg, jax.random.PRNGKey(0))

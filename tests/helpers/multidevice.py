@@ -133,7 +133,8 @@ def load(devices: int, out_dir: str) -> tuple[dict, dict]:
     """({"sharded": arrays, "golden": arrays}, metadata) written by `compute`."""
     with np.load(os.path.join(out_dir, f"{devices}.npz")) as z:
         flat = dict(z)
-    arrays = {p: {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(p + "/")} for p in ("sharded", "golden")}
+    arrays = {p: {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(p + "/")}
+              for p in ("sharded", "golden")}
     with open(os.path.join(out_dir, f"{devices}.json")) as f:
         return arrays, json.load(f)
 
