@@ -241,9 +241,10 @@ def part_golden(ctx, out: dict, budget: Budget) -> None:
     if prep is None:
         return
     idx, golden, full, emp, sigmas = (prep[k] for k in ("index", "golden", "full", "empirical", "sigmas"))
-    out.update(n=idx.n, dim=idx.dim, k_min=int(golden.k_min), k_max=int(golden.k_max), index_path=prep["index_path"],
+    out.update(n=idx.n, dim=idx.dim, k_min=int(golden.plan.k_min), k_max=int(golden.plan.k_max),
+               index_path=prep["index_path"],
                index_s=prep["index_s"], golden_build_s=prep["golden_build_s"], full_build_s=prep["full_build_s"],
-               mask_widths=[int(w) for w in golden.masks.widths], steps=[])
+               mask_widths=[int(w) for w in golden.plan.masks.widths], steps=[])
     batch, fq = p.golden_batch, min(p.golden_full_queries, p.golden_batch)
     ids = np.arange(batch)
     x = float(sigmas[0]) * initial_noise(0, ids, idx.shape)
@@ -553,8 +554,8 @@ def part_sharding(ctx, out: dict, budget: Budget) -> None:
     _, out["golden_s"] = timed_call(golden, x, s, keys, p.golden_repeats)
     t0 = time.perf_counter()
     gs = build_denoiser("golden-sharded", idx, GoldenOptions(sigmas=sigmas, golden_base="pca-local",
-                                                            golden_k_min=int(golden.k_min),
-                                                            golden_k_max=int(golden.k_max)))
+                                                            golden_k_min=int(golden.plan.k_min),
+                                                            golden_k_max=int(golden.plan.k_max)))
     out["golden_sharded_build_s"] = time.perf_counter() - t0
     _, out["golden_sharded_s"] = timed_call(gs, x, s, keys, p.golden_repeats)
     out["empirical_speedup"] = out["empirical_s"] / out["empirical_sharded_s"]

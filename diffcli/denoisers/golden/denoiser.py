@@ -21,19 +21,6 @@ class GoldenDenoiser(AbstractDenoiser):
     plan: GoldenPlan
     rows: GoldenRows  # data padded to a multiple of DIAG_CHUNK rows (padding never screened in)
 
-    # the settings reports and benchmarks read off a built denoiser
-    @property
-    def k_min(self) -> int:
-        return self.plan.k_min
-
-    @property
-    def k_max(self) -> int:
-        return self.plan.k_max
-
-    @property
-    def masks(self):
-        return self.plan.masks
-
     @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
         x0, _ = self.plan.map_queries(lambda *a: select(self.plan, self.rows, *a), *self.plan.queries(x, sigma, key),
