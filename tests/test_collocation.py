@@ -20,6 +20,7 @@ from tests.helpers.gaussian_oracle import (
     random_gaussian,
     x64,
 )
+from tests.helpers.mixtures import separated_mixture
 
 colloc = eqx.filter_jit(get_solver("collocation"))
 
@@ -111,15 +112,6 @@ def test_usage_errors():
     for bad in (dict(colloc_nodes=0), dict(colloc_windows=0), dict(colloc_iters=0), dict(colloc_tol=-1.0)):
         with pytest.raises(UsageError):
             get_solver("collocation")(den, x_t, sig, **bad)
-
-
-def separated_mixture(dim=16, ratio=6.0, components=8, radius=2.0):
-    """8 equal-weight isotropic components, means on a sphere of radius R, std R / ratio (R/std = ratio)."""
-    rng = np.random.default_rng(7)
-    means = rng.standard_normal((components, dim))
-    means *= radius / np.linalg.norm(means, axis=1, keepdims=True)
-    return GMMDenoiser.from_arrays(means, np.full(components, radius / ratio), np.full(components, 1.0 / components),
-                                   dtype=np.float64)
 
 
 def test_tolerance_bounds_the_final_relative_error():

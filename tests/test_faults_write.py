@@ -162,19 +162,23 @@ def test_stale_parts_of_dead_runs_are_removed(tmp_path):
 # --- the real thing: a small tmpfs that fills up (needs root and permission to mount) ---------------------------------
 
 
-@pytest.fixture
-def tiny_fs(tmp_path):
-    mnt = tmp_path / "tiny"
+def mounted_tmpfs(mnt, options: str, what: str):
+    """Mount a small tmpfs at `mnt` (root and permission needed), yield it, unmount; skip where it is not allowed."""
     mnt.mkdir()
     try:
-        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True,
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True,
                             timeout=20).returncode == 0
     except (OSError, subprocess.SubprocessError):
         ok = False
     if not ok:
-        pytest.skip("mounting a small tmpfs is not permitted here")
+        pytest.skip(f"mounting {what} is not permitted here")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=20)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    yield from mounted_tmpfs(tmp_path / "tiny", "size=64k", "a small tmpfs")
 
 
 def _run(*args, timeout=300):
@@ -216,17 +220,7 @@ def test_really_full_disk_index_in_process(tiny_fs, monkeypatch):
 
 @pytest.fixture
 def read_only_fs(tmp_path):
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    try:
-        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True,
-                            timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    if not ok:
-        pytest.skip("mounting a read-only tmpfs is not permitted here")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=20)
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=64k", "a read-only tmpfs")
 
 
 def test_read_only_file_system_is_refused_before_any_work(read_only_fs, tmp_path, monkeypatch):

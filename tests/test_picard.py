@@ -25,6 +25,7 @@ from diffcli.solvers.picard import (
     secant_slopes,
 )
 from tests.helpers.gaussian_oracle import GaussianDenoiser, karras_sigmas, random_gaussian, x64
+from tests.helpers.mixtures import separated_mixture
 
 SEQUENTIAL = {"sde": "ddpm", "ode": "euler"}
 picard = eqx.filter_jit(get_solver("picard"))
@@ -284,15 +285,6 @@ def test_every_option_given_explicitly_is_the_default_run():
     plan = make_plan(PicardOptions(), 1000, 64)
     assert plan.rule == "window" and plan.newton and plan.window == 500 and plan.memory == 0
     assert make_plan(PicardOptions(picard_iters=3), 1000, 64).rule == "blocks"
-
-
-def separated_mixture(dim=16, ratio=6.0, components=8, radius=2.0):
-    """8 equal-weight isotropic components, means on a sphere of radius R, std R / ratio (R/std = ratio)."""
-    rng = np.random.default_rng(7)
-    means = rng.standard_normal((components, dim))
-    means *= radius / np.linalg.norm(means, axis=1, keepdims=True)
-    return GMMDenoiser.from_arrays(means, np.full(components, radius / ratio), np.full(components, 1.0 / components),
-                                   dtype=np.float64)
 
 
 @pytest.mark.parametrize("mode", ["sde", "ode"])
