@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-all bench bench-gpu lint install dev reproduce-analytic shards-slurm clean
+.PHONY: demo test test-all test-torch bench bench-gpu lint install dev reproduce-analytic shards-slurm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: dev
 
 test-all: dev
 	$(BIN)/python -m pytest -m ''
+
+## test-torch: install the optional PyTorch/diffusers extra (several GB of CUDA wheels from PyPI), run its tests
+test-torch: dev
+	$(BIN)/python -m pip install -q -e '.[dev,torch]'
+	$(BIN)/python -m pytest tests/test_torch_bridge.py tests/test_model_wrappers.py
 
 bench: dev
 	@for b in benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; $(BIN)/python -m benchmarks.$$m --quick || exit 1; done
