@@ -35,7 +35,8 @@ def context(default=None):
 
 
 def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    """The flag of a field: `picard_tol` is --picard-tol; a trailing underscore (`class_`, a Python keyword) drops."""
+    return "--" + name.rstrip("_").replace("_", "-")
 
 
 def flag_fields(cls) -> list[dataclasses.Field]:

@@ -36,9 +36,14 @@ def _preset(dataset: str | None) -> Preset | None:
     return PRESETS.get(dataset.lower()) if dataset else None
 
 
-def default_sizes(dataset: str | None, n: int) -> tuple[int, int]:
+def default_sizes(dataset: str | None, n: int, *, per_class: bool = False) -> tuple[int, int]:
     """(k_min, k_max) for a dataset name and N: the preset's, else k_max = N/10 (the papers' ratio), at least 64,
-    and k_min = k_max/2; never above N."""
+    and k_min = k_max/2; never above N.
+
+    per_class (a class-conditional index, N = N_c the class's rows): the paper's conditional rule, k_min = N_c/20
+    and k_max = N_c/10 (at least 1), whatever the dataset's unconditional preset."""
+    if per_class:
+        return max(1, round(n / 20)), max(1, round(n / 10))
     p = _preset(dataset)
     k_min, k_max = (p.k_min, p.k_max) if p is not None else (None, None)
     if k_max is None:

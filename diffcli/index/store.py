@@ -373,3 +373,58 @@ def write_index(path: str | os.PathLike, *, arrays: dict[str, np.ndarray], attrs
                 f.attrs[key] = value
 
     write_hdf5(path, fill, nbytes=arrays_nbytes(arrays))
+
+
+def class_names(attrs: dict) -> list[str] | None:
+    """The names of an index's classes (its attribute "classes": folder names, CIFAR-10 names), or None."""
+    names = attrs.get("classes")
+    return [str(s) for s in names] if isinstance(names, list) and names else None
+
+
+def class_rows(index: Index, label: int) -> Index:
+    """The index restricted to the training rows of class `label`: a class-conditional index.
+
+    images, proxy, labels and the coarse lists are filtered together (row ids renumbered 0..N_c-1 in their stored
+    order; lists left empty are dropped), and the mean and PCA statistics are the class's OWN, recomputed from its
+    rows as the index build computes them (exact for D <= 4096, randomized PCA above; no shrinkage toward the global
+    covariance). A GMM index keeps component `label` alone (its labels are component ids). `attrs` gain "class"
+    and n becomes N_c, so N-relative defaults (golden's k) follow the class size. The held-out rows are kept whole
+    (their labels are not loaded), and `path` is None: the file's rows are not this index's rows.
+    """
+    from diffcli.index.stats import pca_stats
+
+    if index.labels is None:
+        raise DiffcliError("this index has no labels, so it has no classes.")
+    rows = np.flatnonzero(index.labels == label)
+    if rows.size == 0:
+        raise DiffcliError(f"class {label} has no training rows in this index.")
+    images = index.images[rows]
+    stats = pca_stats(to_data_space(images))
+    coarse = None
+    if index.coarse is not None:
+        renum = np.full(index.n, -1, np.int64)
+        renum[rows] = np.arange(rows.size)
+        cents, order, offsets = index.coarse["centroids"], index.coarse["order"], index.coarse["offsets"]
+        kept, members, sizes = [], [], []
+        for lst in range(len(cents)):
+            ids = renum[order[offsets[lst]:offsets[lst + 1]]]
+            ids = ids[ids >= 0]
+            if ids.size:
+                kept.append(lst)
+                members.append(ids)
+                sizes.append(ids.size)
+        coarse = {"centroids": cents[kept], "order": np.concatenate(members).astype(order.dtype),
+                  "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(offsets.dtype)}
+    gmm = None
+    if index.gmm is not None and 0 <= label < len(index.gmm["weights"]):
+        gmm = {"means": index.gmm["means"][label:label + 1], "stds": index.gmm["stds"][label:label + 1],
+               "weights": np.ones(1, index.gmm["weights"].dtype)}
+    names = class_names(index.attrs)
+    attrs = {**index.attrs, "n": int(rows.size), "class": int(label),
+             "residual_variance": stats["residual_variance"]}
+    if names is not None and label < len(names):
+        attrs["class_name"] = names[label]
+    return Index(kind=index.kind, shape=index.shape, images=images, heldout=index.heldout, proxy=index.proxy[rows],
+                 mean=stats["mean"], pca_components=stats["components"], pca_variances=stats["variances"],
+                 residual_variance=stats["residual_variance"], attrs=attrs, labels=index.labels[rows], gmm=gmm,
+                 coarse=coarse, proxy_basis=index.proxy_basis, path=None)

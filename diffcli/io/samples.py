@@ -15,10 +15,13 @@ from diffcli.io.hdf5 import arrays_nbytes, write_hdf5
 FORMAT = "diffcli-samples"
 
 
-def write_samples(path, *, samples, noise, ids, settings: dict, sigmas) -> None:
-    """Write the samples file atomically; `settings` (JSON-able) are stored one attribute each and as JSON."""
+def write_samples(path, *, samples, noise, ids, settings: dict, sigmas, labels=None) -> None:
+    """Write the samples file atomically; `settings` (JSON-able) are stored one attribute each and as JSON.
+    `labels`: each sample's class (a conditional run, --class), stored as the dataset `labels`."""
     arrays = {"samples": np.asarray(samples, np.float32), "noise": np.asarray(noise, np.float32),
               "ids": np.asarray(ids, np.int64)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels, np.int64)
 
     def fill(f):
         for name, value in arrays.items():
@@ -35,7 +38,8 @@ def write_samples(path, *, samples, noise, ids, settings: dict, sigmas) -> None:
 
 
 def read_samples(path) -> dict:
-    """{'samples', 'noise', 'ids', 'sigmas', 'settings'} of a samples file; a foreign or damaged file is refused."""
+    """{'samples', 'noise', 'ids', 'labels' (None unless conditional), 'sigmas', 'settings'} of a samples file;
+    a foreign or damaged file is refused."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DiffcliError(f"samples file '{path}' does not exist.")
@@ -47,6 +51,7 @@ def read_samples(path) -> dict:
                 "samples": f["samples"][...],
                 "noise": f["noise"][...] if "noise" in f else None,
                 "ids": f["ids"][...] if "ids" in f else np.arange(f["samples"].shape[0]),
+                "labels": f["labels"][...] if "labels" in f else None,
                 "sigmas": np.asarray(f.attrs.get("sigmas", [])),
                 "settings": json.loads(f.attrs.get("settings_json", "{}")),
             }

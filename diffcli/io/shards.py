@@ -75,6 +75,12 @@ def merge_shards(inputs: list[str], out_dir: str, *, grid: bool = True) -> dict:
     noise = None
     if all(s["noise"] is not None for s in shards):
         noise = np.concatenate([s["noise"] for s in shards])[order]
+    labels = None
+    if any(s["labels"] is not None for s in shards):
+        if not all(s["labels"] is not None for s in shards):
+            raise DiffcliError("some shards record each sample's class (--class) and others do not; "
+                               "only shards of one run can be merged.")
+        labels = np.concatenate([s["labels"] for s in shards])[order]
     settings = dict(shards[0]["settings"])
     settings["shard"] = None
     for key in ("nfe", "rounds"):
@@ -84,13 +90,16 @@ def merge_shards(inputs: list[str], out_dir: str, *, grid: bool = True) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "samples.h5")
     write_samples(path, samples=samples, noise=noise if noise is not None else np.zeros_like(samples),
-                  ids=ids[order], settings=settings, sigmas=shards[0]["sigmas"])
+                  ids=ids[order], settings=settings, sigmas=shards[0]["sigmas"], labels=labels)
     grid_path = None
     if grid and samples.ndim == 4:
         from diffcli.io.images import save_grid
 
         grid_path = os.path.join(out_dir, "grid.png")
-        save_grid(grid_path, samples[:256])  # the one-shot run's grid: its first 256 samples
+        if labels is None:
+            save_grid(grid_path, samples[:256])  # the one-shot run's grid: its first 256 samples
+        else:  # one class per row, as the one-shot run draws it
+            save_grid(grid_path, samples, labels=labels, label_names=settings.get("class_names"))
     return {"n": int(len(ids)), "shards": len(inputs), "out": os.path.abspath(path),
             "grid": None if grid_path is None else os.path.abspath(grid_path),
             "settings": json.loads(json.dumps(settings, default=str))}

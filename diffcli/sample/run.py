@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 import jax
+import numpy as np
 
 from diffcli import __version__
 from diffcli.errors import UsageError
@@ -69,39 +70,88 @@ def make_denoiser(settings: SampleSettings, sigmas, *, index_path, root, report)
     return build_denoiser(settings.run.denoiser, index, opts), index_path, index.attrs
 
 
+def class_denoisers(settings: SampleSettings, sigmas, *, index_path, root, report, ids):
+    """A conditional run (--class): (index path, index metadata, the class of each of `ids`, and one
+    (denoiser, its ids, its run size) per class, each denoiser over its class's rows alone (`class_rows`))."""
+    from diffcli.denoisers import build_denoiser
+    from diffcli.index.store import class_rows
+    from diffcli.sample.classes import sample_labels
+
+    run = settings.run
+    if jax.process_count() > 1:
+        raise UsageError("--class runs on one host; spread a conditional run over hosts with --shard I/N.")
+    dataset = None if index_path is not None else run.dataset
+    index, index_path = open_or_build_index(dataset, index_path=index_path, root=root, report=report)
+    every = sample_labels(run.class_, index, run.num_samples)  # refused here, before any sample is written
+    labels = every[ids]
+    opts = dataclasses.replace(settings.denoiser, sigmas=sigmas, seed=run.seed)
+    parts = []
+    for label in np.unique(labels):
+        denoiser = build_denoiser(run.denoiser, class_rows(index, int(label)), opts)
+        parts.append((denoiser, ids[labels == label], int(np.sum(every == label))))
+    return index_path, index.attrs, labels, parts
+
+
 def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=None, out_dir: str,
                report=lambda m: None, progress_cls=None) -> dict:
-    """Sample as `settings` say, write out_dir/samples.h5 (+ grid.png for images) and return a summary."""
+    """Sample as `settings` say, write out_dir/samples.h5 (+ grid.png for images) and return a summary.
+
+    With --class, the sampler runs once per class over that class's sample ids, each denoiser over an index of the
+    class's rows only; each sample's noise is still a function of (seed, i) alone."""
+    from diffcli.index.store import class_names
     from diffcli.io.images import save_grid
     from diffcli.io.samples import write_samples
-    from diffcli.sample.batches import generate, shard_ids
+    from diffcli.sample.batches import SampleRun, generate, shard_ids
     from diffcli.solvers import get_solver
 
     run = settings.run
     solver = get_solver(run.solver)
     sigmas = sigmas_for(settings)
-    denoiser, index_path, attrs = make_denoiser(settings, sigmas, index_path=index_path, root=root, report=report)
-    shape, kind = tuple(int(v) for v in attrs["shape"]), attrs["kind"]
     ids = shard_ids(run.num_samples, shard)
-    batches = dict(denoiser=denoiser, solver=solver, sigmas=sigmas, shape=shape, ids=ids, seed=run.seed,
-                   batch_size=run.batch_size, solver_options=settings.solver.flag_values(), run_size=run.num_samples)
+    labels = names = None
+    if run.class_ is None:
+        denoiser, index_path, attrs = make_denoiser(settings, sigmas, index_path=index_path, root=root,
+                                                    report=report)
+        parts = [(denoiser, ids, run.num_samples)]
+    else:
+        index_path, attrs, labels, parts = class_denoisers(settings, sigmas, index_path=index_path, root=root,
+                                                           report=report, ids=ids)
+        names = class_names(attrs)
+    shape, kind = tuple(int(v) for v in attrs["shape"]), attrs["kind"]
+    common = dict(solver=solver, sigmas=sigmas, shape=shape, seed=run.seed, batch_size=run.batch_size,
+                  solver_options=settings.solver.flag_values())
+
+    def draw(progress=None):
+        runs = [generate(denoiser=d, ids=part_ids, run_size=size, progress=progress, **common)
+                for d, part_ids, size in parts]
+        if len(runs) == 1:
+            return runs[0]
+        got = np.concatenate([r.ids for r in runs])
+        order = np.argsort(got, kind="stable")  # back to the ids' order (ids are increasing)
+        return SampleRun(samples=np.concatenate([r.samples for r in runs])[order],
+                         noise=np.concatenate([r.noise for r in runs])[order], ids=got[order],
+                         nfe=max(r.nfe for r in runs), rounds=max(r.rounds for r in runs),
+                         seconds=sum(r.seconds for r in runs))
+
     if progress_cls is None:
-        result = generate(**batches)
+        result = draw()
     else:
         with progress_cls("sampling", len(ids)) as bar:
-            result = generate(**batches, progress=bar.advance)
+            result = draw(bar.advance)
     recorded = settings.recorded()
     recorded.update(steps=len(sigmas) - 1, index=os.path.abspath(index_path), dataset=attrs.get("dataset"),
                     diffcli_version=__version__, shard=None if shard is None else "{}/{}".format(*shard),
                     nfe=result.nfe, rounds=result.rounds)
+    if names is not None:
+        recorded["class_names"] = names
     samples_path = os.path.join(out_dir, "samples.h5")
     grid = os.path.join(out_dir, "grid.png") if kind == "image" else None
     if jax.process_index() == 0:  # every process holds the same samples; one writes them
         images = result.samples.reshape(len(ids), *shape)
         write_samples(samples_path, samples=images, noise=result.noise, ids=result.ids, settings=recorded,
-                      sigmas=sigmas)
+                      sigmas=sigmas, labels=labels)
         if grid is not None:
-            save_grid(grid, images, ncol=run.grid_cols)
+            save_grid(grid, images, ncol=run.grid_cols, labels=labels, label_names=names)
     steps = max(len(sigmas) - 1, 1)
     return {"n": len(ids), "nfe": result.nfe, "rounds": result.rounds, "seconds": round(result.seconds, 4),
             "seconds_per_step": round(result.seconds / steps, 6), "out": os.path.abspath(samples_path),

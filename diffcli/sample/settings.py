@@ -32,6 +32,8 @@ class RunOptions(Options):
     seed: int = option(0, minimum=0, maximum=SEED_LIMIT - 1, help="Sample i's noise depends on (seed, i) alone.")
     batch_size: int = option(64, minimum=1, help="Samples per jitted batch.")
     grid_cols: int | None = option(None, kind=int, minimum=1, help="Columns of grid.png (default: a square).")
+    class_: str | None = option(None, kind=str, help="Sample from one class of a labelled index: a label (3), labels "
+                                "cycled over the samples (3,5), all (a balanced sweep) or a class name (e.g. cat).")
 
 
 COMPONENTS = {"denoiser": DENOISER_OPTIONS, "solver": SOLVER_OPTIONS, "schedule": SCHEDULE_OPTIONS}

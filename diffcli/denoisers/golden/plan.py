@@ -121,7 +121,7 @@ def plan_and_rows(index, opts) -> tuple[GoldenPlan, dict]:
     if opts.golden_base not in BASES:
         raise UsageError(f"unknown golden base '{opts.golden_base}'; choose from: {', '.join(BASES)}.")
     n = index.n
-    d_min, d_max = default_sizes(index.dataset_name, n)
+    d_min, d_max = default_sizes(index.dataset_name, n, per_class="class" in index.attrs)
     k_max = opts.golden_k_max if opts.golden_k_max is not None else max(d_max, opts.golden_k_min or 0)
     if opts.golden_k_min is not None:
         k_min = opts.golden_k_min
