@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 from diffcli.cli import app
 from diffcli.cli.common import Progress, command, emit_json, info
 from diffcli.errors import UsageError
+from diffcli.options import flag_fields, flag_name
 
 Opt = typer.Option
 
@@ -23,17 +25,18 @@ stochastic sampler's path-space KL (it crowds the steps at low noise); --las-rul
 discounted by the loss still unresolved where it starts; --las-rule quantile places the steps at the quantiles of
 int sqrt|l'| dgamma (J's continuum optimum). AYS minimises its KL
 upper bound by coordinate search. The loss curve is measured with --denoiser on the index's held-out split
-(--dataset/--index), or read from a training log (--loss-file, --loss-kind x0|eps|v|edm). Use the result with
-`diffcli sample --schedule FILE.json --steps K`.
+(--dataset/--index) - any denoiser of `diffcli sample`, a network from outside included (--denoiser jax|torch|
+diffusers|neural --model ..., with its --model-* flags) - or read from a training log (--loss-file, --loss-kind
+x0|eps|v|edm). Use the result with `diffcli sample --schedule FILE.json --steps K`.
 """
 
 
-@command(app, "schedule-fit", help=HELP)
 def schedule_fit(
     dataset: Annotated[str | None, Opt("--dataset", "-d", help="Dataset spec NAME[:key=value,...].")] = None,
     index: Annotated[str | None, Opt("--index", help="An index file (instead of --dataset).")] = None,
     root: Annotated[str | None, Opt("--root", help="Where a real dataset's files are.")] = None,
-    denoiser: Annotated[str, Opt("--denoiser", help="Denoiser whose loss curve is measured.")] = "empirical",
+    denoiser: Annotated[str | None, Opt("--denoiser", help="Denoiser whose loss curve is measured (default "
+                                                            "empirical).")] = None,
     loss_file: Annotated[str | None, Opt("--loss-file", help="CSV/JSON training log: sigma or timestep, loss.")] = None,
     loss_kind: Annotated[str, Opt("--loss-kind", help="x0|eps|v|edm: what the logged loss predicts.")] = "x0",
     method: Annotated[str, Opt("--method", help="las|ays|edm|log-snr|vp-leading|cosine.")] = "las",
@@ -55,6 +58,7 @@ def schedule_fit(
                               help="Also write OUT with .png: loss curve and chosen sigmas.")] = True,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing schedule file (and its plot).")] = False,
     json_out: Annotated[bool, Opt("--json", help="Print one JSON object on stdout.")] = False,
+    **denoiser_flags,
 ):
     from diffcli import __version__
     from diffcli.io.atomic import write_json
@@ -72,6 +76,12 @@ def schedule_fit(
     sources = sum(x is not None for x in (dataset, index, loss_file))
     if sources > 1:
         raise UsageError("give only one of --dataset, --index and --loss-file.")
+    given = {k: v for k, v in denoiser_flags.items() if v is not None}
+    if loss_file is not None and (denoiser is not None or given):
+        used = "--denoiser" if denoiser is not None else flag_name(next(iter(given)))
+        raise UsageError(f"{used} applies when the loss curve is measured (--dataset/--index), not with --loss-file.")
+    denoiser = denoiser or "empirical"
+    check_denoiser_flags(denoiser, given)
     _check_out(out, plot and sources > 0, overwrite)  # before the loss curve is measured
     curve, source = None, {}
     if loss_file is not None:
@@ -80,8 +90,8 @@ def schedule_fit(
         curve = read_loss_log(loss_file, loss_kind)
         source = {"loss_file": os.path.abspath(loss_file), "loss_kind": loss_kind}
     elif dataset is not None or index is not None:
-        curve, source = _measure(dataset, index, root, denoiser, split, examples, n_noise, grid_points, batch_size,
-                                 seed, sigma_min, sigma_max)
+        curve, source = _measure(dataset, index, root, denoiser, given, split, examples, n_noise, grid_points,
+                                 batch_size, seed, sigma_min, sigma_max)
     record = fit_schedule(curve, method=method, steps=steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
                           las_rule=las_rule)
     doc = {"sigmas": record.pop("sigmas"), **record, "steps": steps, "sigma_min": sigma_min, "sigma_max": sigma_max,
@@ -123,7 +133,7 @@ def _check_out(out: str, plot: bool, overwrite: bool) -> None:
             raise DiffcliError(f"'{path}' exists; pass --overwrite to replace it or choose another --out.")
 
 
-def _measure(dataset, index, root, denoiser, split, examples, n_noise, grid_points, batch_size, seed, lo, hi):
+def _measure(dataset, index, root, denoiser, given, split, examples, n_noise, grid_points, batch_size, seed, lo, hi):
     """Measure the loss curve (and AYS pairs) of a denoiser on a split of an index."""
     import jax
     import numpy as np
@@ -149,7 +159,7 @@ def _measure(dataset, index, root, denoiser, split, examples, n_noise, grid_poin
         raise DiffcliError(f"the index has {data.shape[0]} {split} examples; use --split train or another index.")
     rows = np.random.default_rng(seed).permutation(data.shape[0])[: min(examples, data.shape[0])]
     grid = curve_grid(lo, hi, grid_points)
-    den = build_denoiser(denoiser, idx, denoiser_options(denoiser, {}, sigmas=np.append(grid, 0.0), seed=seed))
+    den = build_denoiser(denoiser, idx, denoiser_options(denoiser, given, sigmas=np.append(grid, 0.0), seed=seed))
     m = len(rows)
     total = n_noise * -(-m // min(batch_size, m))
     with Progress("loss curve", total) as bar:
@@ -157,5 +167,80 @@ def _measure(dataset, index, root, denoiser, split, examples, n_noise, grid_poin
                                key=jax.random.PRNGKey(seed), n_noise=n_noise, batch_size=batch_size,
                                progress=bar.advance)
     source = {"index": os.path.abspath(index), "dataset": idx.attrs.get("dataset"), "denoiser": denoiser,
-              "split": split, "examples": m, "n_noise": n_noise}
+              **given, **denoiser_record(den), "split": split, "examples": m, "n_noise": n_noise}
     return curve, source
+
+
+def denoiser_record(den) -> dict:
+    """What a denoiser resolved for itself (a model's parameterisation, read from its declaration), if it says."""
+    recorded = getattr(den, "recorded", None)
+    return recorded() if callable(recorded) else {}
+
+
+# --- the denoiser flags, generated from the denoisers' options classes (as `diffcli sample` does) ---------------
+
+def denoiser_fields() -> dict:
+    """{field name: the first field of that name} over every denoiser's options class."""
+    from diffcli.denoisers.options import DENOISER_OPTIONS
+
+    fields = {}
+    for cls in DENOISER_OPTIONS.values():
+        for f in flag_fields(cls):
+            fields.setdefault(f.name, f)
+    return fields
+
+
+def flag_owners(name: str) -> list[str]:
+    """The denoisers whose options class has the flag `name`."""
+    from diffcli.denoisers.options import DENOISER_OPTIONS
+
+    return [k for k, cls in DENOISER_OPTIONS.items() if any(f.name == name for f in flag_fields(cls))]
+
+
+def check_denoiser_flags(denoiser: str, given: dict) -> None:
+    """Refuse a denoiser flag the chosen denoiser does not have (an unknown denoiser is refused when it is built)."""
+    from diffcli.denoisers.options import DENOISER_OPTIONS
+
+    if denoiser not in DENOISER_OPTIONS:
+        return
+    mine = {f.name for f in flag_fields(DENOISER_OPTIONS[denoiser])}
+    for name in given:
+        if name not in mine:
+            raise UsageError(f"{flag_name(name)} applies to --denoiser {', '.join(flag_owners(name))} only; this "
+                             f"run uses --denoiser {denoiser}.")
+
+
+def denoiser_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per denoiser option field, typed and helped from the field, in one help panel."""
+    params = []
+    for name, f in denoiser_fields().items():
+        m = f.metadata
+        kind = m["kind"][0] if isinstance(m["kind"], tuple) else m["kind"]
+        kind = str if kind is tuple else kind
+        flag = flag_name(name)
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+        text = m["help"][:1].upper() + m["help"][1:]
+        help_text = f"{text} For --denoiser {', '.join(flag_owners(name))}."
+        opt = Opt(*decls, help=help_text, rich_help_panel="Denoiser options", show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[kind | None, opt]))
+    return params
+
+
+def _register():
+    fixed = [p for p in inspect.signature(schedule_fit, eval_str=True).parameters.values()
+             if p.kind is not p.VAR_KEYWORD]
+    fixed = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed]
+    names = {p.name for p in fixed}
+
+    def schedule_fit_command(**kwargs):
+        return schedule_fit(**{k: v for k, v in kwargs.items() if k in names},
+                            **{k: v for k, v in kwargs.items() if k not in names})
+
+    schedule_fit_command.__signature__ = inspect.Signature(fixed + denoiser_parameters())
+    schedule_fit_command.__doc__ = schedule_fit.__doc__
+    schedule_fit_command.__name__ = "schedule_fit"
+    command(app, "schedule-fit", help=HELP)(schedule_fit_command)
+
+
+_register()

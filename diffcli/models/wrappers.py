@@ -9,7 +9,7 @@ linear between the training timesteps, as in noise.ddpm_sigma_to_t), or the near
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import equinox as eqx
@@ -215,6 +215,11 @@ class ModelDenoiser(AbstractDenoiser):
         d = to_denoised(self.param.model_output, x, out.astype(x.dtype), safe.reshape(bshape),
                         jnp.asarray(self.param.model_sigma_data, x.dtype))
         return jnp.where(positive.reshape(bshape), d, x)
+
+    def recorded(self) -> dict:
+        """The resolved parameterisation (flags over the model's declaration over defaults), one key per flag,
+        for the settings a run records."""
+        return asdict(self.param)
 
 
 def check_on_batch(denoiser: ModelDenoiser, shape: tuple[int, ...]) -> None:
