@@ -123,6 +123,8 @@ SOLVER_OPTIONS = {
     "heun": NoOptions,
     "ddpm": DdpmOptions,
     "dpmpp-2m": NoOptions,
+    "dpmpp-3m": NoOptions,
+    "unipc": NoOptions,
     "picard": PicardOptions,
     "collocation": CollocationOptions,
 }
