@@ -39,7 +39,7 @@ def nearest_labels(index, samples):
 
 
 def test_class_index_holds_the_class_rows_and_their_own_statistics(digits_index):
-    sub = class_rows(digits_index, 3)
+    sub = class_rows(digits_index, 3, shrinkage=0.0)  # no shrinkage toward the global covariance
     rows = digits_index.labels == 3
     np.testing.assert_array_equal(sub.images, digits_index.images[rows])
     np.testing.assert_array_equal(sub.proxy, digits_index.proxy[rows])

@@ -54,10 +54,15 @@ class Index:
         return parse_spec(str(spec))[0] if spec else None
 
     def train_data(self) -> np.ndarray:
+        """float32 [N, D] in data space: a full copy; denoisers keep `stored_rows()` and convert chunks instead."""
         return to_data_space(self.images)
 
     def heldout_data(self) -> np.ndarray:
         return to_data_space(self.heldout)
+
+    def stored_rows(self) -> np.ndarray:
+        """The training rows [N, D] in their stored dtype (uint8 images, float32 vectors), no copy made."""
+        return self.images.reshape(self.n, -1)
 
 
 def to_data_space(stored: np.ndarray) -> np.ndarray:
@@ -381,16 +386,19 @@ def class_names(attrs: dict) -> list[str] | None:
     return [str(s) for s in names] if isinstance(names, list) and names else None
 
 
-def class_rows(index: Index, label: int) -> Index:
+def class_rows(index: Index, label: int, *, shrinkage: float | None = None) -> Index:
     """The index restricted to the training rows of class `label`: a class-conditional index.
 
     images, proxy, labels and the coarse lists are filtered together (row ids renumbered 0..N_c-1 in their stored
-    order; lists left empty are dropped), and the mean and PCA statistics are the class's OWN, recomputed from its
-    rows as the index build computes them (exact for D <= 4096, randomized PCA above; no shrinkage toward the global
-    covariance). A GMM index keeps component `label` alone (its labels are component ids). `attrs` gain "class"
+    order; lists left empty are dropped). The mean is the class's own; the covariance factors (PCA) are the class's
+    covariance shrunk toward the index's global one, (1 - lam) Sigma_c + lam Sigma_global, re-eigendecomposed
+    (index/shrinkage.py): lam = `shrinkage`, or by default the class's Ledoit-Wolf intensity. The class covariance
+    is recomputed from its rows as the index build computes it (exact for D <= 4096, randomized PCA above). A GMM
+    index keeps component `label` alone (its labels are component ids). `attrs` gain "class", "class_shrinkage"
     and n becomes N_c, so N-relative defaults (golden's k) follow the class size. The held-out rows are kept whole
     (their labels are not loaded), and `path` is None: the file's rows are not this index's rows.
     """
+    from diffcli.index.shrinkage import class_intensity, shrink_covariance
     from diffcli.index.stats import pca_stats
 
     if index.labels is None:
@@ -399,7 +407,12 @@ def class_rows(index: Index, label: int) -> Index:
     if rows.size == 0:
         raise DiffcliError(f"class {label} has no training rows in this index.")
     images = index.images[rows]
-    stats = pca_stats(to_data_space(images))
+    data = to_data_space(images)
+    glob = {"mean": index.mean, "components": index.pca_components, "variances": index.pca_variances,
+            "residual_variance": index.residual_variance}
+    lam = class_intensity(data, glob) if shrinkage is None else float(shrinkage)
+    stats = shrink_covariance(pca_stats(data), glob, lam, index.dim)
+    del data
     coarse = None
     if index.coarse is not None:
         renum = np.full(index.n, -1, np.int64)
@@ -420,7 +433,7 @@ def class_rows(index: Index, label: int) -> Index:
         gmm = {"means": index.gmm["means"][label:label + 1], "stds": index.gmm["stds"][label:label + 1],
                "weights": np.ones(1, index.gmm["weights"].dtype)}
     names = class_names(index.attrs)
-    attrs = {**index.attrs, "n": int(rows.size), "class": int(label),
+    attrs = {**index.attrs, "n": int(rows.size), "class": int(label), "class_shrinkage": lam,
              "residual_variance": stats["residual_variance"]}
     if names is not None and label < len(names):
         attrs["class_name"] = names[label]

@@ -87,7 +87,8 @@ def class_denoisers(settings: SampleSettings, sigmas, *, index_path, root, repor
     opts = dataclasses.replace(settings.denoiser, sigmas=sigmas, seed=run.seed)
     parts = []
     for label in np.unique(labels):
-        denoiser = build_denoiser(run.denoiser, class_rows(index, int(label)), opts)
+        sub = class_rows(index, int(label), shrinkage=run.class_shrinkage)
+        denoiser = build_denoiser(run.denoiser, sub, opts)
         parts.append((denoiser, ids[labels == label], int(np.sum(every == label))))
     return index_path, index.attrs, labels, parts
 

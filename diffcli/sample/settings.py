@@ -34,6 +34,10 @@ class RunOptions(Options):
     grid_cols: int | None = option(None, kind=int, minimum=1, help="Columns of grid.png (default: a square).")
     class_: str | None = option(None, kind=str, help="Sample from one class of a labelled index: a label (3), labels "
                                 "cycled over the samples (3,5), all (a balanced sweep) or a class name (e.g. cat).")
+    class_shrinkage: float | None = option(None, kind=float, minimum=0.0, maximum=1.0,
+                                           help="With --class: lam in (1 - lam) Sigma_class + lam Sigma_global for "
+                                                "wiener and pca-local masks (default: the class's Ledoit-Wolf "
+                                                "intensity).")
 
 
 COMPONENTS = {"denoiser": DENOISER_OPTIONS, "solver": SOLVER_OPTIONS, "schedule": SCHEDULE_OPTIONS}
@@ -105,6 +109,20 @@ def owners(name: str) -> str:
     return " or ".join(f"--{kind} {', '.join(users)}" for kind, users in owner_kinds(name).items())
 
 
+def uses_covariance(denoiser: str, opts: Options) -> bool:
+    """Whether a denoiser reads the index's covariance factors: wiener, pca-local, golden over pca-local."""
+    return denoiser in ("wiener", "pca-local") or getattr(opts, "golden_base", None) == "pca-local"
+
+
+def check_class_shrinkage(run: RunOptions, denoiser_opts: Options) -> None:
+    """--class-shrinkage needs --class and a denoiser that uses the class covariance; otherwise it is refused."""
+    if run.class_ is None:
+        raise UsageError("--class-shrinkage applies to conditional runs only; give --class too.")
+    if not uses_covariance(run.denoiser, denoiser_opts):
+        raise UsageError(f"--class-shrinkage applies to --denoiser wiener, pca-local or golden with --golden-base "
+                         f"pca-local only; this run uses --denoiser {run.denoiser}.")
+
+
 def resolve_settings(explicit: dict, recipe: dict | None = None, *, notice=lambda message: None,
                      recipe_name: str = "recipe") -> SampleSettings:
     """Explicit flags over the recipe over the defaults, split by component; inapplicable flags are refused."""
@@ -122,4 +140,6 @@ def resolve_settings(explicit: dict, recipe: dict | None = None, *, notice=lambd
     if ignored:
         notice(f"{recipe_name}: ignoring {', '.join(ignored)} (for components this run does not use).")
     parts = {kind: cls.from_settings(merged) for kind, cls in classes.items()}
+    if "class_shrinkage" in explicit:
+        check_class_shrinkage(run, parts["denoiser"])
     return SampleSettings(run=run, schedule_kind=schedule_kind(run.schedule), **parts)
