@@ -27,9 +27,9 @@ def index_build(
 ):
     """Build the index of a dataset: images, held-out split, proxies, PCA statistics, coarse clusters."""
     from diffcli.cli.common import Progress
-    from diffcli.data import load_dataset
-    from diffcli.index import open_index
+    from diffcli.data import stream_dataset
     from diffcli.index.build import build_index, default_index_path
+    from diffcli.index.store import index_attrs
     from diffcli.io.atomic import check_writable
 
     path = out or default_index_path(dataset, limit, root)
@@ -41,13 +41,13 @@ def index_build(
         info(f"the index of {dataset} is already at {path}; pass --overwrite to rebuild it")
     else:
         with Progress(f"index {dataset}", 2) as bar:
-            data = load_dataset(dataset, root=root, limit=limit)
+            data = stream_dataset(dataset, root=root, limit=limit)
             bar.advance()
             build_index(data, path, report=info, coarse=coarse)
             bar.advance()
-    idx = open_index(path)
-    summary = {"out": path, "dataset": idx.attrs["dataset"], "n": idx.n, "n_heldout": int(idx.heldout.shape[0]),
-               "shape": list(idx.shape), "content_sha256": idx.attrs["content_sha256"]}
+    attrs = index_attrs(path)  # the metadata alone: an index of a million images is not read back whole
+    summary = {"out": path, "dataset": attrs["dataset"], "n": int(attrs["n"]), "n_heldout": int(attrs["n_heldout"]),
+               "shape": [int(s) for s in attrs["shape"]], "content_sha256": attrs["content_sha256"]}
     if json_out:
         emit_json(summary)
     else:

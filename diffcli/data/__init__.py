@@ -1,9 +1,10 @@
 """Datasets by name, addressed as NAME or NAME:key=value,... (see data/spec.py).
 
-Each loader is `load(params: dict[str, str], *, root: str | None, limit: int | None) -> Dataset`.
+Each loader is `load(params: dict[str, str], *, root: str | None, limit: int | None) -> Dataset`; datasets that
+can be large also have a streaming reader (STREAMS) returning a StreamedDataset with the same rows.
 """
 
-from diffcli.data.base import Dataset
+from diffcli.data.base import Dataset, StreamedDataset
 from diffcli.data.spec import parse_spec
 from diffcli.registry import resolve
 
@@ -21,6 +22,12 @@ DATASETS = {
     "imagenet64": "diffcli.data.importers.imagenet64:load",
 }
 
+STREAMS = {
+    "shapes": "diffcli.data.shapes:stream",
+    "cifar10": "diffcli.data.importers.cifar:stream",
+    "imagenet64": "diffcli.data.importers.imagenet64:stream",
+}
+
 
 def load_dataset(spec: str, *, root: str | None = None, limit: int | None = None) -> Dataset:
     """Load the dataset a spec names (deterministic; the train / held-out split is part of the result)."""
@@ -28,4 +35,14 @@ def load_dataset(spec: str, *, root: str | None = None, limit: int | None = None
     return resolve("dataset", DATASETS, name)(params, root=root, limit=limit)
 
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "parse_spec"]
+def stream_dataset(spec: str, *, root: str | None = None, limit: int | None = None) -> Dataset | StreamedDataset:
+    """The dataset a spec names, as a stream of chunks where its reader can stream, else loaded whole (small data);
+    either way `index-build` reads it through `.chunks(size)` and gets the same rows."""
+    name, params = parse_spec(spec)
+    resolve("dataset", DATASETS, name)  # an unknown name is refused as load_dataset refuses it
+    if name not in STREAMS:
+        return load_dataset(spec, root=root, limit=limit)
+    return resolve("dataset", STREAMS, name)(params, root=root, limit=limit)
+
+
+__all__ = ["DATASETS", "STREAMS", "Dataset", "StreamedDataset", "load_dataset", "parse_spec", "stream_dataset"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,62 @@ class Dataset:
     heldout_labels: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.train))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.train.shape[1:])
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    @property
+    def n_heldout(self) -> int:
+        return int(len(self.heldout))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.train.dtype
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The training rows in order, `size` at a time, with their labels (None when unlabelled)."""
+        for lo in range(0, self.n, size):
+            yield self.train[lo:lo + size], None if self.labels is None else self.labels[lo:lo + size]
+
+    def heldout_rows(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.heldout, self.heldout_labels
+
+
+@dataclass
+class StreamedDataset:
+    """A dataset read in chunks, never whole: what `index-build` consumes for large data.
+
+    `read(size)` yields (training rows, labels or None) in index order; `heldout()` returns the held-out rows and
+    labels (small: at most a few thousand rows), and may be called after a pass of `read` that gathered them.
+    The rows and their order are exactly those of the in-memory loader of the same spec.
+    """
+
+    spec: str
+    kind: str
+    shape: tuple[int, ...]
+    n: int
+    labelled: bool
+    read: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray | None]]]
+    heldout: Callable[[], tuple[np.ndarray, np.ndarray | None]]
+    n_heldout: int
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint8))
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        return self.read(size)
+
+    def heldout_rows(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.heldout()
 
 
 def split_seed(name: str) -> int:

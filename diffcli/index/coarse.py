@@ -45,6 +45,19 @@ def assign(points: np.ndarray, centroids: np.ndarray, chunk: int = ASSIGN_CHUNK)
     return np.concatenate(ids), np.concatenate(dists)
 
 
+def list_sums(points: np.ndarray, labels: np.ndarray, n_lists: int, chunk: int = 16384) -> np.ndarray:
+    """Float64 sum of the rows of each list [L, d]: a sparse one-hot [L, m] times each chunk of rows, which adds
+    each list's rows in row order as np.add.at does, in a small fraction of its time at N = 1M."""
+    from scipy.sparse import csr_matrix
+
+    sums = np.zeros((n_lists, points.shape[1]), np.float64)
+    for lo in range(0, len(points), chunk):
+        lab = labels[lo:lo + chunk]
+        one_hot = csr_matrix((np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(n_lists, len(lab)))
+        sums += one_hot @ points[lo:lo + chunk].astype(np.float64)
+    return sums
+
+
 def kmeans(points: np.ndarray, n_lists: int, *, seed: int = 0, iters: int = 12):
     """Lloyd's k-means from a random sample of the rows; an emptied list is re-seeded at the worst-fit row."""
     points = np.asarray(points, np.float32)
@@ -55,8 +68,7 @@ def kmeans(points: np.ndarray, n_lists: int, *, seed: int = 0, iters: int = 12):
     for _ in range(iters):
         labels, dist = assign(points, centroids)
         counts = np.bincount(labels, minlength=n_lists)
-        sums = np.zeros((n_lists, points.shape[1]), np.float64)
-        np.add.at(sums, labels, points)
+        sums = list_sums(points, labels, n_lists)
         filled = counts > 0
         centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
         empty = np.flatnonzero(~filled)
