@@ -105,3 +105,56 @@ def test_evaluate_reads_samples_made_with_a_jax_model(mixture_index):
     # the wrapped network is the exact denoiser, so its samples match the gmm run's to float32 round-off
     r2 = [v for k, v in out.items() if "r2" in k and isinstance(v, float)]
     assert r2 and min(r2) > 0.9999, out
+
+
+EDM_NET = """
+import equinox as eqx
+import jax
+
+from diffcli.models.saved import load_model
+
+
+class Batched(eqx.Module):
+    \"\"\"diffcli's raw network F(c_in x, c_noise) for one sample, mapped over a batch.\"\"\"
+
+    net: eqx.Module
+
+    def __call__(self, x, c_noise):
+        return jax.vmap(self.net)(x, c_noise)
+
+
+def build():
+    model, config, _ = load_model({path!r})
+    return {{"apply": Batched(model.net), "output": "edm", "noise": "ve", "sigma_data": model.sigma_data}}
+"""
+
+
+@pytest.mark.slow  # building diffcli's network skeleton twice costs ~10 s of CPU (eager initialisation)
+def test_diffcli_network_driven_from_outside_equals_the_neural_denoiser(mixture_index):
+    """The same weights through --denoiser jax (EDM parameterisation, declared by the factory) and --denoiser neural:
+    the wrapper's EDM preconditioning must reproduce diffcli's own to float32 round-off at every noise level."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from diffcli.models.precond import ModelConfig, build_model
+    from diffcli.models.saved import save_model
+
+    d, index, _ = mixture_index
+    config = ModelConfig("mlp", (DIM,), 1.3, width=32, depth=2, emb_dim=16)
+    save_model(d / "mlp.eqx", build_model(config, jax.random.PRNGKey(3)), config, {"steps": 0})
+    (d / "edm_net.py").write_text(EDM_NET.format(path=str(d / "mlp.eqx")))
+    from diffcli.denoisers import build_denoiser
+    from diffcli.denoisers.options import ModelOptions, NeuralOptions
+    from diffcli.index import open_index
+
+    idx = open_index(index)
+    neural = build_denoiser("neural", idx, NeuralOptions(model=str(d / "mlp.eqx")))
+    outside = build_denoiser("jax", idx, ModelOptions(model=f"{d / 'edm_net.py'}:build"))
+    assert outside.recorded()["model_sigma_data"] == pytest.approx(1.3)
+    sigma = jnp.repeat(jnp.array([0.01, 0.5, 5.0, 80.0]), 4)
+    x = sigma[:, None] * jax.random.normal(jax.random.PRNGKey(0), (16, DIM))
+    call = eqx.filter_jit(lambda den, a, s: den(a, s))
+    want, got = np.asarray(call(neural, x, sigma)), np.asarray(call(outside, x, sigma))
+    assert np.abs(want).max() > 0.01
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * max(1.0, np.abs(want).max()))
