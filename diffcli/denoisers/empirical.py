@@ -13,7 +13,7 @@ import numpy as np
 
 from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
-from diffcli.denoisers.rows import chunk_rows, half_sq_norms
+from diffcli.denoisers.rows import chunk_rows, half_sq_norms, stored_form, to_float
 
 
 def chunk_logits(x, xs, half_sqn, inv_var):
@@ -25,10 +25,11 @@ def chunk_logits(x, xs, half_sqn, inv_var):
 
 
 def stream_partials(x, chunks, half_sqn, inv_var) -> softmax.Partials:
-    """Partials of queries x [B, D] over chunks [K, C, D] (padded rows carry half_sqn = +inf)."""
+    """Partials of queries x [B, D] over chunks [K, C, D] in stored form (padded rows carry half_sqn = +inf)."""
 
     def body(p, c):
         xs, hs = c
+        xs = to_float(xs)  # one chunk in float32 at a time
         return softmax.fold(p, chunk_logits(x, xs, hs, inv_var), xs), None
 
     p, _ = jax.lax.scan(body, softmax.empty((x.shape[0],), (x.shape[1],)), (chunks, half_sqn))
@@ -36,7 +37,8 @@ def stream_partials(x, chunks, half_sqn, inv_var) -> softmax.Partials:
 
 
 def pad_chunks(data: np.ndarray, chunk: int):
-    """Rows [N, D] -> (chunks [K, C, D], half squared norms [K, C]); padding rows get +inf so their weight is 0."""
+    """Rows [N, D] -> (chunks [K, C, D] in stored form, half squared norms [K, C]); padding rows get +inf so their
+    weight is 0."""
     chunks, ok = chunk_rows(data, chunk)
     return chunks, half_sq_norms(chunks, ok)
 
@@ -44,12 +46,13 @@ def pad_chunks(data: np.ndarray, chunk: int):
 class EmpiricalDenoiser(AbstractDenoiser):
     """Exact posterior mean of the empirical distribution of the index (the "optimal" denoiser)."""
 
-    chunks: jax.Array  # [K, C, D]
+    chunks: jax.Array  # [K, C, D]: uint8 for images (stored form), float32 for vectors
     half_sqn: jax.Array  # [K, C]
 
     @classmethod
     def from_data(cls, data, *, chunk: int = 2048) -> EmpiricalDenoiser:
-        chunks, half = pad_chunks(np.asarray(data, np.float32).reshape(len(data), -1), chunk)
+        """Rows [N, ...]: stored uint8 images (kept as they are) or float rows in data space."""
+        chunks, half = pad_chunks(stored_form(data), chunk)
         return cls(jnp.asarray(chunks), jnp.asarray(half))
 
     @exact_matmuls
@@ -60,4 +63,4 @@ class EmpiricalDenoiser(AbstractDenoiser):
 
 
 def build(index, opts) -> EmpiricalDenoiser:
-    return EmpiricalDenoiser.from_data(index.train_data(), chunk=opts.chunk_size)
+    return EmpiricalDenoiser.from_data(index.stored_rows(), chunk=opts.chunk_size)

@@ -7,12 +7,13 @@ import jax.numpy as jnp
 
 from diffcli.denoisers.base import AbstractDenoiser, exact_matmuls, flatten
 from diffcli.denoisers.empirical import EmpiricalDenoiser, chunk_logits
+from diffcli.denoisers.rows import to_float
 
 
 class NearestDenoiser(AbstractDenoiser):
     """The sigma -> 0 limit of the empirical denoiser, streamed over the same chunks."""
 
-    chunks: jax.Array  # [K, C, D]
+    chunks: jax.Array  # [K, C, D] in stored form (uint8 images)
     half_sqn: jax.Array  # [K, C], +inf on padding rows
 
     @exact_matmuls
@@ -23,6 +24,7 @@ class NearestDenoiser(AbstractDenoiser):
         def body(carry, c):
             best, row = carry
             xs, hs = c
+            xs = to_float(xs)
             score = chunk_logits(flat, xs, hs, jnp.ones((b,)))  # <x, x_i> - ||x_i||^2 / 2: argmax = nearest
             i = jnp.argmax(score, axis=1)
             s = jnp.take_along_axis(score, i[:, None], axis=1)[:, 0]
@@ -35,5 +37,5 @@ class NearestDenoiser(AbstractDenoiser):
 
 
 def build(index, opts) -> NearestDenoiser:
-    e = EmpiricalDenoiser.from_data(index.train_data(), chunk=opts.chunk_size)
+    e = EmpiricalDenoiser.from_data(index.stored_rows(), chunk=opts.chunk_size)
     return NearestDenoiser(e.chunks, e.half_sqn)

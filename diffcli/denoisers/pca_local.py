@@ -22,7 +22,7 @@ from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.denoisers.masks import band_index, build_masks, pad_lists
 from diffcli.denoisers.presets import default_threshold
-from diffcli.denoisers.rows import pad_rows, split_chunks
+from diffcli.denoisers.rows import pad_rows, split_chunks, to_float
 from diffcli.errors import UsageError
 
 GATHER_BUDGET = 1 << 25  # float32 elements of one gathered [rows, D, L] block (128 MiB)
@@ -53,7 +53,8 @@ def masked_distances(x, rows, mask: ListMask | DenseMask):
 
 
 def masked_update(p: softmax.Partials, x, rows, row_ok, mask, inv2var) -> softmax.Partials:
-    """Fold rows [C, D] (row_ok [C] marks real rows) into one query's per-pixel partials [D]."""
+    """Fold rows [C, D] in stored form (row_ok [C] marks real rows) into one query's per-pixel partials [D]."""
+    rows = to_float(rows)  # one chunk in float32 at a time
     logits = jnp.where(row_ok[:, None], -masked_distances(x, rows, mask) * inv2var, -jnp.inf)
     return softmax.fold_each(p, logits, rows, axis=0)
 
@@ -186,7 +187,7 @@ def masks_for(index, opts) -> PixelMasks:
 class PcaLocalDenoiser(AbstractDenoiser):
     """Full-scan PCA-locality denoiser: exact per-pixel masked softmax over the whole index."""
 
-    data: jax.Array  # [Np, D], Np a multiple of every class's chunk
+    data: jax.Array  # [Np, D] in stored form (uint8 images), Np a multiple of every class's chunk
     row_ok: jax.Array  # [Np] bool
     masks: PixelMasks
     chunks: tuple[int, ...] = eqx.field(static=True)  # rows per chunk of each width class
@@ -219,7 +220,7 @@ def class_chunks(dim: int, masks: PixelMasks, cap: int) -> tuple[int, ...]:
 
 def build(index, opts) -> PcaLocalDenoiser:
     masks = masks_for(index, opts)
-    data = index.train_data()
+    data = index.stored_rows()
     chunks = class_chunks(data.shape[1], masks, max(1, min(opts.chunk_size, len(data))))
     rows, ok = pad_rows(data, max(chunks))
     return PcaLocalDenoiser(jnp.asarray(rows), jnp.asarray(ok), masks, chunks)

@@ -1,5 +1,7 @@
 """Index rows padded and cut into fixed-size chunks, so one compiled scan serves any N.
 
+Rows keep their stored form on the device (uint8 images, float32 vectors: `stored_form`) and become float32 data
+space only inside a kernel, one chunk at a time (`to_float`), so no float32 [N, D] copy of an image index exists.
 Padding rows are zero and flagged as not real (row_ok False, or a half squared norm of +inf), which gives them a
 softmax weight of exactly zero and a top-k score of -inf wherever they are streamed.
 """
@@ -8,6 +10,29 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+
+HALF_NORM_BLOCK = 1 << 16  # rows converted to float at a time when half squared norms are computed on the host
+
+
+def stored_form(data: np.ndarray) -> np.ndarray:
+    """Rows [N, ...] -> [N, D] as the device keeps them: uint8 images stay uint8, anything else becomes float32."""
+    flat = np.asarray(data).reshape(len(data), -1)
+    return flat if flat.dtype == np.uint8 else np.asarray(flat, np.float32)
+
+
+def to_float(rows):
+    """Stored rows -> float32 data space inside a kernel: uint8 images x / 127.5 - 1 (as store.to_data_space),
+    float rows unchanged."""
+    if rows.dtype == jnp.uint8:
+        return rows.astype(jnp.float32) / jnp.float32(127.5) - jnp.float32(1.0)
+    return rows.astype(jnp.float32)
+
+
+def host_float(rows: np.ndarray) -> np.ndarray:
+    """to_float on the host (NumPy), for a block of rows."""
+    if rows.dtype == np.uint8:
+        return rows.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return np.asarray(rows, np.float32)
 
 
 def padded_length(n: int, multiple: int) -> int:
@@ -25,9 +50,10 @@ def pad_to(a: np.ndarray, total: int, fill=0) -> np.ndarray:
 
 
 def pad_rows(data: np.ndarray, multiple: int):
-    """Rows [N, D] -> (float32 rows [Np, D] zero-padded to a multiple of `multiple`, real-row flags [Np])."""
+    """Rows [N, D] -> (rows [Np, D] in stored form (stored_form) zero-padded to a multiple of `multiple`, real-row
+    flags [Np])."""
     total = padded_length(len(data), multiple)
-    return pad_to(np.asarray(data, np.float32), total), np.arange(total) < len(data)
+    return pad_to(stored_form(data), total), np.arange(total) < len(data)
 
 
 def chunk_rows(data: np.ndarray, chunk: int):
@@ -38,9 +64,14 @@ def chunk_rows(data: np.ndarray, chunk: int):
 
 
 def half_sq_norms(rows: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """||x_i||^2 / 2 as float32 (summed in float64), +inf on padding rows, for rows [..., D] and flags [...]."""
-    half = 0.5 * np.einsum("...i,...i->...", rows, rows, dtype=np.float64)
-    return np.where(ok, half, np.inf).astype(np.float32)
+    """||x_i||^2 / 2 of the data-space rows (uint8 converted exactly as to_float does, a block at a time) as float32,
+    summed in float64, +inf on padding rows, for rows [..., D] in stored form and flags [...]."""
+    flat = rows.reshape(-1, rows.shape[-1])
+    half = np.empty(len(flat), np.float64)
+    for lo in range(0, len(flat), HALF_NORM_BLOCK):
+        block = host_float(flat[lo:lo + HALF_NORM_BLOCK])
+        half[lo:lo + len(block)] = 0.5 * np.einsum("ij,ij->i", block, block, dtype=np.float64)
+    return np.where(ok, half.reshape(rows.shape[:-1]), np.inf).astype(np.float32)
 
 
 def split_chunks(rows, row_ok, chunk: int):

@@ -35,7 +35,7 @@ def as_replicated(mesh: Mesh, x):
 class ShardedEmpiricalDenoiser(AbstractDenoiser):
     """Exact empirical posterior mean with the index sharded along N over a 1-D mesh (one shard per device)."""
 
-    chunks: jax.Array  # [parts * K, C, D], sharded along the leading axis
+    chunks: jax.Array  # [parts * K, C, D] in stored form (uint8 images), sharded along the leading axis
     half_sqn: jax.Array  # [parts * K, C]
     mesh: Mesh = eqx.field(static=True)
 
@@ -43,7 +43,7 @@ class ShardedEmpiricalDenoiser(AbstractDenoiser):
     def from_data(cls, data, *, mesh: Mesh | None = None, chunk: int = 2048) -> ShardedEmpiricalDenoiser:
         """All rows are in this process: lay them out and place each device's block on it."""
         mesh = row_mesh() if mesh is None else mesh
-        data = np.asarray(data, np.float32).reshape(len(data), -1)
+        data = np.asarray(data).reshape(len(data), -1)  # stored uint8 images stay uint8
         chunks, half = layout_rows(data, geometry(len(data), mesh.size, chunk))
         return cls(put_rows(mesh, chunks), put_rows(mesh, half), mesh)
 
@@ -92,4 +92,4 @@ class ShardedRows(eqx.Module):
 
 def build(index, opts) -> ShardedEmpiricalDenoiser:
     """Registry factory: the empirical denoiser sharded over every device (any count, one included)."""
-    return ShardedEmpiricalDenoiser.from_data(index.train_data(), chunk=opts.chunk_size)
+    return ShardedEmpiricalDenoiser.from_data(index.stored_rows(), chunk=opts.chunk_size)

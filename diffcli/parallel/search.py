@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from diffcli.denoisers import softmax
 from diffcli.denoisers.empirical import chunk_logits
-from diffcli.denoisers.rows import half_sq_norms, pad_to
+from diffcli.denoisers.rows import half_sq_norms, pad_to, stored_form, to_float
 from diffcli.parallel.mesh import AXIS
 
 
@@ -55,13 +55,13 @@ def geometry(n: int, parts: int, chunk: int) -> ShardGeometry:
 def layout_rows(rows: np.ndarray, geom: ShardGeometry, first_row: int = 0, parts: int | None = None):
     """Rows [m, D] starting at global row `first_row` -> (chunks [parts*K, C, D], half squared norms [parts*K, C]).
 
-    Padding rows are zero with half norm +inf, so their softmax weight and top-k score are exactly zero / -inf.
+    Rows keep their stored form (uint8 images); padding rows are zero with half norm +inf, so their softmax weight
+    and top-k score are exactly zero / -inf.
     `parts` is how many devices' blocks `rows` covers (default: all of them, first_row = 0).
     """
     parts = geom.parts if parts is None else parts
     total = parts * geom.rows_per_part
-    rows = np.asarray(rows, np.float32)
-    rows = rows.reshape(len(rows), int(np.prod(rows.shape[1:])))  # explicit width: an empty block keeps it
+    rows = stored_form(np.asarray(rows).reshape(len(rows), int(np.prod(rows.shape[1:]))))  # an empty block keeps D
     real = max(0, min(len(rows), geom.n - first_row, total))
     padded = pad_to(rows[:real], total)
     half = half_sq_norms(padded, np.arange(total) < real)
@@ -77,6 +77,7 @@ def local_partials(x, chunks, half_sqn, inv_var, axis: str | None = None) -> sof
 
     def body(p, c):
         xs, hs = c
+        xs = to_float(xs)  # one chunk in float32 at a time
         return softmax.fold(p, chunk_logits(x, xs, hs, inv_var), xs), None
 
     p, _ = jax.lax.scan(body, init, (chunks, half_sqn))

@@ -1,0 +1,89 @@
+"""Index rows stay uint8 on the device (converted to float32 a chunk at a time inside the kernels): the full-scan
+denoisers built from the stored rows agree with the same denoisers over float32 data-space rows, and hold no float32
+[N, D] copy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffcli.denoisers import build_denoiser
+from diffcli.denoisers.options import PcaLocalOptions, StreamOptions
+from diffcli.denoisers.rows import half_sq_norms, host_float, to_float
+from diffcli.index.store import to_data_space
+from diffcli.sample.batches import generate
+from diffcli.schedules import get_schedule
+from diffcli.solvers import get_solver
+from tests.helpers.indexes import make_index
+
+EPS = np.finfo(np.float32).eps
+
+
+@pytest.fixture(scope="module")
+def index():
+    return make_index(n=150, shape=(1, 8, 8), seed=3)
+
+
+def as_float_index(index):
+    """The same index with float32 data-space rows: what every denoiser held before rows stayed uint8."""
+    import dataclasses
+
+    return dataclasses.replace(index, images=to_data_space(index.images).reshape(index.images.shape))
+
+
+def options(name, sigmas):
+    cls = PcaLocalOptions if name == "pca-local" else StreamOptions
+    return cls(chunk_size=32, sigmas=sigmas)
+
+
+def float_leaves(denoiser):
+    return [a for a in jax.tree.leaves(denoiser) if isinstance(a, jax.Array) and a.dtype == jnp.float32]
+
+
+def test_conversion_in_the_kernel_is_the_index_conversion():
+    stored = np.arange(256, dtype=np.uint8).reshape(4, 64)
+    want = to_data_space(stored)
+    np.testing.assert_array_equal(host_float(stored), want)
+    np.testing.assert_allclose(np.asarray(jax.jit(to_float)(jnp.asarray(stored))), want, rtol=0, atol=2 * EPS)
+    ok = np.array([True, True, True, False])
+    half = half_sq_norms(stored, ok)
+    np.testing.assert_allclose(half[:3], 0.5 * (want[:3].astype(np.float64) ** 2).sum(1), rtol=EPS)
+    assert half[3] == np.inf
+
+
+def posterior_tolerance(index, x, sigma):
+    """An eps-based bound for two compilations of one posterior: logits |d| / 2 sigma^2 carry a few eps of relative
+    error, which moves the (convex) weights by as much relative to a value range of 2 in [-1, 1]."""
+    rows = to_data_space(index.images).astype(np.float64)
+    d = ((x.reshape(len(x), 1, -1).astype(np.float64) - rows[None]) ** 2).sum(-1)
+    return 8 * EPS * (1 + d.max() / (2 * sigma**2)) * 2
+
+
+def check_same_denoiser(index, name, sigmas=None, sample=False):
+    stored = build_denoiser(name, index, options(name, sigmas))
+    floats = build_denoiser(name, as_float_index(index), options(name, sigmas))
+    n, dim = index.n, index.dim
+    assert any(a.dtype == jnp.uint8 and a.size >= n * dim for a in jax.tree.leaves(stored))
+    assert all(a.size < n * dim for a in float_leaves(stored))  # no float32 [N, D] copy on the device
+    assert any(a.size >= n * dim for a in float_leaves(floats))
+    x = np.random.default_rng(0).standard_normal((3, *index.shape)).astype(np.float32)
+    for sigma in (0.1, 1.0, 10.0):
+        got, want = np.asarray(stored(x, sigma)), np.asarray(floats(x, sigma))
+        np.testing.assert_allclose(got, want, rtol=0, atol=posterior_tolerance(index, x, sigma))
+    if sample:
+        run = dict(solver=get_solver("euler"), sigmas=sigmas, shape=index.shape, ids=np.arange(3), seed=0,
+                   batch_size=3, solver_options={})
+        a, b = generate(denoiser=stored, **run).samples, generate(denoiser=floats, **run).samples
+        # both runs end on rows of the index (sigma_min 0.002): the same rows, to a few eps
+        np.testing.assert_allclose(a, b, rtol=0, atol=16 * EPS)
+
+
+@pytest.mark.parametrize("name", ["empirical"])
+def test_uint8_rows_sample_as_float_rows_do(index, name):
+    check_same_denoiser(index, name, get_schedule("edm", 3), sample=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["empirical-sharded", "nearest", "pca-local"])
+def test_uint8_rows_give_the_float_posterior(index, name):
+    check_same_denoiser(index, name, get_schedule("edm", 3), sample=True)
