@@ -142,6 +142,7 @@ def _measure(dataset, index, root, denoiser, given, split, examples, n_noise, gr
     from diffcli.denoisers.options import denoiser_options
     from diffcli.errors import DiffcliError
     from diffcli.index import open_index
+    from diffcli.models.wrappers import model_record
     from diffcli.schedules.fit import curve_grid
     from diffcli.schedules.loss import measure_curves
 
@@ -167,14 +168,8 @@ def _measure(dataset, index, root, denoiser, given, split, examples, n_noise, gr
                                key=jax.random.PRNGKey(seed), n_noise=n_noise, batch_size=batch_size,
                                progress=bar.advance)
     source = {"index": os.path.abspath(index), "dataset": idx.attrs.get("dataset"), "denoiser": denoiser,
-              **given, **denoiser_record(den), "split": split, "examples": m, "n_noise": n_noise}
+              **given, **model_record(den), "split": split, "examples": m, "n_noise": n_noise}
     return curve, source
-
-
-def denoiser_record(den) -> dict:
-    """What a denoiser resolved for itself (a model's parameterisation, read from its declaration), if it says."""
-    recorded = getattr(den, "recorded", None)
-    return recorded() if callable(recorded) else {}
 
 
 # --- the denoiser flags, generated from the denoisers' options classes (as `diffcli sample` does) ---------------

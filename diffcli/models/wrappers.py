@@ -222,6 +222,13 @@ class ModelDenoiser(AbstractDenoiser):
         return asdict(self.param)
 
 
+def model_record(denoiser) -> dict:
+    """The settings a denoiser resolved for itself ({} for most): a wrapped network's parameterisation, whose
+    unflagged values came from the model's own declaration."""
+    recorded = getattr(denoiser, "recorded", None)
+    return recorded() if callable(recorded) else {}
+
+
 def check_on_batch(denoiser: ModelDenoiser, shape: tuple[int, ...]) -> None:
     """Trace the denoiser once on a batch of two samples of `shape` (no computation): a model that is not
     JAX-traceable, fails, or returns the wrong shape is one sentence."""
