@@ -150,4 +150,8 @@ def test_json_records_the_class(digits_index_path, tmp_path):
     res = invoke("sample", "--index", digits_index_path, "--out", tmp_path / "o", "--class", "7", "--denoiser",
                  "nearest", *FAST)
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["settings"]["class_"] == "7"
+    out = json.loads(res.stdout)
+    assert out["settings"]["class_"] == "7"
+    # peak memory per device (or of the process where the backend keeps no count), positive
+    assert out["peak_memory"] and all(m["peak_bytes"] > 0 for m in out["peak_memory"])
+    assert {m["measure"] for m in out["peak_memory"]} <= {"device peak_bytes_in_use", "process peak RSS"}

@@ -153,7 +153,10 @@ def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=No
                       sigmas=sigmas, labels=labels)
         if grid is not None:
             save_grid(grid, images, ncol=run.grid_cols, labels=labels, label_names=names)
+    from diffcli.sample.memory import peak_memory
+
     steps = max(len(sigmas) - 1, 1)
     return {"n": len(ids), "nfe": result.nfe, "rounds": result.rounds, "seconds": round(result.seconds, 4),
             "seconds_per_step": round(result.seconds / steps, 6), "out": os.path.abspath(samples_path),
-            "grid": None if grid is None else os.path.abspath(grid), "index": os.path.abspath(index_path)}
+            "grid": None if grid is None else os.path.abspath(grid), "index": os.path.abspath(index_path),
+            "peak_memory": peak_memory()}
