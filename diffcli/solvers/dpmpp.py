@@ -16,22 +16,26 @@ from diffcli.solvers.steps import call_denoiser, check_sigmas, ddim_step
 PHI_SERIES_TERMS = 20  # Taylor terms of phi_j(x) for |x| < 1: the remainder is below 1/21! ~ 2e-20
 
 
-def phi(j: int, x):
-    """phi_j(x) = sum_i x^i / (i + j)!, so phi_0 = e^x, phi_1 = (e^x - 1)/x, phi_{j+1} = (phi_j - 1/j!)/x.
+def phis(x, count: int):
+    """[phi_0(x), ..., phi_count(x)] with phi_j(x) = sum_i x^i / (i + j)!: phi_0 = e^x, phi_1 = (e^x - 1)/x, ...
 
-    The recursion cancels for small |x| (error ~ eps / |x|^j), so |x| < 1 sums the Taylor series instead.
+    Upward, phi_{j+1} = (phi_j - 1/j!)/x cancels for small |x| (error ~ eps / |x|^j); there the Taylor series gives
+    phi_count and the stable downward recursion phi_j = 1/j! + x phi_{j+1} the others.
     """
     x = jnp.asarray(x)
     small = jnp.abs(x) < 1.0
     xs = jnp.where(small, x, 0.0)
-    series = jnp.zeros_like(x)
+    top = jnp.zeros_like(x)
     for i in reversed(range(PHI_SERIES_TERMS)):
-        series = series * xs + 1.0 / math.factorial(i + j)
+        top = top * xs + 1.0 / math.factorial(i + count)
+    down = [top]
+    for j in reversed(range(count)):
+        down.insert(0, 1.0 / math.factorial(j) + xs * down[0])
     xl = jnp.where(small, -1.0, x)
-    rec = jnp.exp(xl)
-    for k in range(j):
-        rec = (rec - 1.0 / math.factorial(k)) / xl
-    return jnp.where(small, series, rec)
+    up = [jnp.exp(xl)]
+    for j in range(count):
+        up.append((up[-1] - 1.0 / math.factorial(j)) / xl)
+    return [jnp.where(small, d, u) for d, u in zip(down, up, strict=True)]
 
 
 def log_ratio(sig, a, b, valid):
@@ -76,8 +80,9 @@ def dpmpp_3m_update(x, d, d1, d2, h, h1, h2, order):
     d1_1 = (d1 - d2) / r1
     first = jnp.where(order >= 3, d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1), d1_0)
     second = (d1_0 - d1_1) / (r0 + r1)
-    a1 = jnp.where(order >= 2, h * phi(2, -h), 0.0)
-    a2 = jnp.where(order >= 3, h * phi(3, -h), 0.0)
+    _, _, phi2, phi3 = phis(-h, 3)
+    a1 = jnp.where(order >= 2, h * phi2, 0.0)
+    a2 = jnp.where(order >= 3, h * phi3, 0.0)
     return ddim_step(x, d, jnp.exp(-h), 0.0, 0.0) + a1 * first + a2 * second
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from diffcli.solvers.base import SampleResult, first_nonfinite
-from diffcli.solvers.dpmpp import log_ratio, phi
+from diffcli.solvers.dpmpp import log_ratio, phis
 from diffcli.solvers.steps import call_denoiser, check_sigmas, ddim_step
 
 ORDER = 3
@@ -22,8 +22,8 @@ ORDER = 3
 
 def moments(h, count: int):
     """b_k = k! phi_{k+1}(-h) / phi_1(-h), k = 1..count: what the weights of the D differences must reproduce."""
-    p1 = phi(1, -h)
-    return [math.factorial(k) * phi(k + 1, -h) / p1 for k in range(1, count + 1)]
+    phi = phis(-h, count + 1)
+    return [math.factorial(k) * phi[k + 1] / phi[1] for k in range(1, count + 1)]
 
 
 def lagrange_weights(nodes, b):
