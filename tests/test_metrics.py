@@ -96,6 +96,58 @@ def test_nearest_two_matches_brute_force_across_chunks():
     np.testing.assert_allclose(d1, d[np.arange(7), order[:, 0]], rtol=1e-6)
 
 
+def test_nearest_two_reads_stored_uint8_rows_as_data_space():
+    from diffcli.index.store import to_data_space
+
+    rng = np.random.default_rng(7)
+    stored = rng.integers(0, 256, (50, 16), dtype=np.uint8)
+    q = to_data_space(stored[[4, 9]]) + 0.01
+    got = memorisation.nearest_two(q, stored, chunk=7)
+    want = memorisation.nearest_two(q, to_data_space(stored))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def labelled_index():
+    """A tiny image index of two classes: rows 0..5 class 0, rows 6..11 class 1 (random, well apart)."""
+    import dataclasses
+
+    from tests.helpers.indexes import make_index
+
+    index = make_index(n=12, shape=(1, 4, 4), seed=8)
+    rng = np.random.default_rng(8)
+    images = rng.integers(0, 256, index.images.shape, dtype=np.uint8)
+    return dataclasses.replace(index, images=images, labels=np.repeat([0, 1], 6))
+
+
+def test_per_class_memorisation_searches_each_class_rows_only():
+    from diffcli.metrics.evaluate import evaluate
+
+    index = labelled_index()
+    train = index.train_data()
+    # class 0: two copies of class-0 rows; class 1: a copy of a class-0 row (not a copy within class 1) and a copy
+    # of a class-1 row
+    x = train[[0, 3, 1, 8]] + 1e-4
+    labels = np.array([0, 0, 1, 1])
+    s = {"samples": x.reshape(4, 1, 4, 4), "ids": np.arange(4), "settings": {"seed": 0}, "labels": labels}
+    res = evaluate(s, index=index)
+    assert res["memorized_fraction"] == 1.0  # against every row, all four copy something
+    assert res["memorized_fraction_per_class"] == {"0": 1.0, "1": 0.5}
+    # the same by brute force in float64 within each class
+    for c in (0, 1):
+        rows = train[index.labels == c].astype(np.float64)
+        d = np.sort(np.sqrt(((x[labels == c, None].astype(np.float64) - rows[None]) ** 2).sum(-1)), axis=1)
+        assert np.mean(d[:, 0] / d[:, 1] < memorisation.MEMORISED_RATIO) == res["memorized_fraction_per_class"][str(c)]
+    # an unlabelled sample file has no per-class figure; a labelled one against an unlabelled index is refused
+    assert "memorized_fraction_per_class" not in evaluate({**s, "labels": None}, index=index)
+    import dataclasses
+
+    from diffcli.errors import DiffcliError
+
+    with pytest.raises(DiffcliError, match="index has no labels"):
+        evaluate(s, index=dataclasses.replace(index, labels=None))
+
+
 def test_precision_recall_coverage():
     rng = np.random.default_rng(6)
     real = rng.standard_normal((200, 2))

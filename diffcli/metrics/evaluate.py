@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from diffcli.errors import DiffcliError, UsageError
+from diffcli.index.store import to_data_space
 from diffcli.metrics import distribution, fidelity, frechet, gaussian, memorisation
 
 FEATURE_SIGMA = 0.05  # the reference network sees clean samples at a low noise level when giving features
@@ -130,17 +131,34 @@ def evaluate(samples: dict, *, reference: dict | None = None, index=None, model:
     if flat.shape[1] != index.dim:
         raise DiffcliError(f"samples of shape {x.shape[1:]} do not match "
                            f"the index's samples of shape {tuple(index.shape)}.")
-    train = index.train_data()
+    train = index.stored_rows()  # uint8 images stay uint8; metrics convert the rows they read
     mem = memorisation.memorisation(flat, train)
     out["arrays"].update(d1=mem.pop("d1"), d2=mem.pop("d2"), nearest=mem.pop("nearest"), memorized=mem.pop("memorized"))
     out.update(mem)
-    ref = reference_rows(train, max_reference, seed)
+    if samples.get("labels") is not None:
+        out["memorized_fraction_per_class"] = class_memorisation(flat, samples["labels"], train, index)
+    ref = to_data_space(reference_rows(train, max_reference, seed))
     if len(flat) >= 2:
         fs, fr, name = feature_space(flat, ref, index, model=model, features=features)
         out.update(frechet.feature_distances(fs, fr, name=name, seed=seed))
     if index.kind == "vector":
-        out.update(vector_metrics(flat, reference_rows(train, 2000, seed), index, seed=seed))
+        out.update(vector_metrics(flat, to_data_space(reference_rows(train, 2000, seed)), index, seed=seed))
     return out
+
+
+def class_memorisation(flat: np.ndarray, labels, train: np.ndarray, index) -> dict:
+    """Per-class memorised fractions of a conditional run's samples (samples.h5 `labels`), searched within each
+    class's training rows; a labelled samples file needs a labelled index holding those classes."""
+    labels = np.asarray(labels)
+    if labels.shape != (len(flat),) or labels.dtype.kind not in "iu":
+        raise DiffcliError(f"the samples' labels have shape {labels.shape}, not one class id per sample.")
+    if index.labels is None:
+        raise DiffcliError("the samples were drawn per class (--class) but the index has no labels; pass the index "
+                           "they were drawn from.")
+    try:
+        return memorisation.memorisation_by_class(flat, labels, train, index.labels)
+    except ValueError as exc:
+        raise DiffcliError(f"per-class memorisation: {exc}.") from None
 
 
 def vector_metrics(x: np.ndarray, ref: np.ndarray, index, *, seed: int) -> dict:

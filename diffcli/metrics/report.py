@@ -24,6 +24,7 @@ MEANINGS = {
     "mse_scale": "the scale MSE and r² are computed on",
     "n_compared": "samples matched with the reference by id",
     "memorized_fraction": "share of samples that copy a training image (d1/d2 below the threshold)",
+    "memorized_fraction_per_class": "per class: share of its samples copying a training image of that class",
     "memorized_ratio_threshold": "d1/d2 below this counts as a copy",
     "d1_per_dim": "distance to the nearest training image, per dimension",
     "feature_space": "features the distribution metrics are computed in",
