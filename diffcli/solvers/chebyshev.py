@@ -9,6 +9,7 @@ monomial fit, and the defining identities are checked when the table is built. O
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,3 +79,19 @@ def chebyshev_table(n: int) -> CollocationTable:
     tab = CollocationTable((t + 1) / 2, matrix, weights)
     check_table(tab, tol=1e-12 * n * n)
     return tab
+
+
+@functools.lru_cache(maxsize=64)
+def end_derivatives(n: int, order: int) -> np.ndarray:
+    """T [order + 1, n]: T[m, j] = d^m l_j / dtau^m at tau = 1 (the window's end), for Taylor extrapolation of the
+    window's polynomial into the next window. Checked: the extrapolation reproduces polynomials of degree <= order."""
+    nodes = chebyshev_table(n).nodes
+    coef = lagrange_coefficients(2 * nodes - 1)  # [k, j] in t = 2 tau - 1
+    out = np.stack([cheb.chebval(1.0, cheb.chebder(coef, m, scl=2.0)) if m < n else np.zeros(n)
+                    for m in range(order + 1)])
+    at = np.array([1.0, 1.3, 2.0])  # points beyond the window
+    for p in range(min(order, n - 1) + 1):
+        taylor = sum((at - 1.0) ** m / math.factorial(m) * (out[m] @ nodes**p) for m in range(order + 1))
+        if not np.allclose(taylor, at**p, rtol=0, atol=1e-9 * 4.0**n):
+            raise ArithmeticError(f"end derivatives fail to extrapolate degree {p} with {n} nodes")
+    return out

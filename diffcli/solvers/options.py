@@ -23,6 +23,8 @@ PICARD_TOL = 1e-3  # --picard-rule window: final relative distance to the sequen
 PICARD_WINDOW_FRACTION = 2  # --picard-rule window: W = ceil(steps / 2) points per round
 PICARD_BLOCK = 32  # --picard-rule blocks: steps per block when neither --picard-blocks nor --picard-window is given
 COLLOC_TOL = 1e-4  # collocation: final relative distance to the exact PF-ODE solution
+COLLOC_NODES = 12  # collocation: Chebyshev nodes per window
+COLLOC_MAX_ROUNDS = 64  # collocation: round cap per window when the tolerance stops the rounds
 
 
 @dataclass(frozen=True)
@@ -86,22 +88,28 @@ class PicardOptions(Options):
 
 @dataclass(frozen=True)
 class CollocationOptions(Options):
-    """Collocation defaults (measured best in benchmarks/bench_solvers.py for about 1e-4): 12 nodes, windows sized
-    from the tolerance, and rounds that stop when the window's change is within the tolerance's share."""
+    """Collocation defaults (measured best in benchmarks/bench_solvers.py): the exponential-integrator form, windows
+    sized adaptively from the tolerance, each window's rounds warm-started from the last window's polynomial and
+    stopped when the window's change is within the tolerance's share."""
 
-    # spectral error of a window of length h in log-sigma with D nodes: about (h / RHO)^D (docs/collocation.md)
+    # first window's length in log-sigma: RHO (tol / 2)^(1 / nodes), a spectral-error guess (docs/collocation.md)
     RHO: ClassVar[float] = 4.5
-    colloc_nodes: int = option(12, minimum=1, help="Chebyshev nodes per window.")
+    colloc_form: str = option("ei", choices=("ei", "plain"),
+                              help="ei: the linear part of the drift integrated exactly, only D collocated; plain: "
+                                   "the whole drift x - D collocated.")
+    colloc_nodes: int = option(COLLOC_NODES, minimum=1, help="Chebyshev nodes per window.")
     colloc_tol: float | None = option(
         None, kind=float, positive=True,
         help=f"The final relative distance to the exact PF-ODE solution it aims at: sizes the windows and stops each "
              f"window's rounds (default {COLLOC_TOL:g}).")
     colloc_windows: int | None = option(None, kind=int, minimum=1,
-                                        help="Windows in log-sigma between sigma-max and sigma-min (default: from "
-                                             "the tolerance, length 4.5 (tol / 2)^(1 / nodes)).")
+                                        help="Equal windows in log-sigma between sigma-max and sigma-min (default: "
+                                             "adaptive windows from the tolerance).")
     colloc_iters: int | None = option(None, kind=int, minimum=1,
-                                      help="Rounds per window: fixed when --colloc-tol is not given, else a cap "
-                                           "(default 64).")
+                                      help=f"Rounds per window: fixed when --colloc-tol is not given, else a cap "
+                                           f"(default {COLLOC_MAX_ROUNDS}).")
+    colloc_warm: bool = option(True, help="Start each window's rounds from the previous window's polynomial, "
+                                          "extrapolated (else from the window's start state).")
 
     def tolerance(self) -> float:
         return COLLOC_TOL if self.colloc_tol is None else self.colloc_tol
@@ -112,9 +120,17 @@ class CollocationOptions(Options):
             return None
         return self.tolerance()
 
+    def adaptive(self) -> bool:
+        """Window lengths from the error estimate unless --colloc-windows fixes equal windows."""
+        return self.colloc_windows is None
+
+    def max_rounds(self) -> int:
+        if self.colloc_iters is not None:
+            return self.colloc_iters
+        return self.colloc_nodes if self.round_tolerance() is None else COLLOC_MAX_ROUNDS
+
     def window_length(self) -> float:
-        """The longest window in log-sigma whose spectral error (h / RHO)^nodes is half the tolerance; the solver
-        uses ceil(log(sigma_max / sigma_min) / this) equal windows unless --colloc-windows is given."""
+        """The first window's length in log-sigma: the spectral error (h / RHO)^nodes at half the tolerance."""
         return self.RHO * (0.5 * self.tolerance()) ** (1.0 / self.colloc_nodes)
 
 
