@@ -12,20 +12,25 @@ DENSE_LIMIT = 4096  # up to this dimension the full covariance is eigendecompose
 RANDOMIZED_RANK = 512
 POWER_ITERS = 4  # subspace iterations of the randomized PCA (in memory and streamed alike)
 OVERSAMPLE = 10
+EXACT_TOP_LIMIT = 512  # a truncated PCA (`rank`) is exact while the smaller side of the data is at most this
 
 
 def pca_stats(data: np.ndarray, *, seed: int = 0, rank: int | None = None) -> dict:
     """{'mean', 'components' [k, D], 'variances' [k], 'residual_variance'} of data [N, D] (float64 inside).
 
     rank=None keeps every component up to D <= 4096 (exact covariance) and 512 above (randomized). A `rank` keeps
-    the top `rank` components of the exact decomposition (via the N x N Gram matrix when N < D) and reports the
-    variance left over as the residual, per remaining direction.
+    the top `rank` components and reports the variance left over as the residual, per remaining direction: exact
+    (via the N x N Gram matrix when N < D) while min(N, D) <= 512, else the subspace iteration of `streamed_pca`
+    over the rows in memory (a tenth of the exact cost for a 1,280-row class of 3x32x32 images).
     """
     n, dim = data.shape
     mean = data.mean(axis=0, dtype=np.float64)
-    if rank is not None and min(n, dim) <= DENSE_LIMIT:
-        variances, components = _exact_top(data, mean, rank)
+    if rank is not None:
         total = _total_variance(data, mean)
+        if min(n, dim) > EXACT_TOP_LIMIT:
+            rows = np.asarray(data, np.float32)
+            return streamed_pca(lambda: iter((rows,)), n=n, mean=mean, total_variance=total, rank=rank, seed=seed)
+        variances, components = _exact_top(data, mean, rank)
         keep = len(variances)
         residual = max(total - variances.sum(), 0.0) / max(dim - keep, 1) if keep < dim else 0.0
     elif dim <= DENSE_LIMIT:
@@ -150,7 +155,7 @@ def streamed_pca(read_blocks, *, n: int, mean: np.ndarray, total_variance: float
     dim = len(mean)
     k = int(min(rank, n - 1, dim))
     width = min(k + OVERSAMPLE, dim)
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, width)))
+    q = orthonormal(np.random.default_rng(seed).standard_normal((dim, width)))
     mean32 = mean.astype(np.float32)
     for step in range(max(iters, 1)):
         cq = covariance_times(read_blocks, q.astype(np.float32), mean32, n)
@@ -160,9 +165,19 @@ def streamed_pca(read_blocks, *, n: int, mean: np.ndarray, total_variance: float
             components = (q @ u.T).T[:k]
             variances = lam[:k]
         else:
-            q, _ = np.linalg.qr(cq)
+            q = orthonormal(cq)
     residual = max(total_variance - float(variances.sum()), 0.0) / max(dim - k, 1)
     return _pack(mean, components, variances, residual)
+
+
+def orthonormal(z: np.ndarray) -> np.ndarray:
+    """An orthonormal basis [D, w] of the columns of z by two rounds of Gram-eigen orthonormalisation (z V W^-1/2
+    of the w x w Gram matrix): matrix products only, where a Householder QR of a tall D x w matrix is many times
+    slower on a busy multi-threaded BLAS."""
+    for _ in range(2):
+        w, v = np.linalg.eigh(z.T @ z)
+        z = z @ (v / np.sqrt(np.maximum(w, w.max() * 1e-13)))
+    return z
 
 
 def covariance_times(read_blocks, q32: np.ndarray, mean32: np.ndarray, n: int) -> np.ndarray:
