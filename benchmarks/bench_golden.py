@@ -1,9 +1,10 @@
 """GoldDiff side by side: golden vs full-scan PCA-locality vs empirical, and time per call against N (with/without
 the coarse stage). Prints tables and writes benchmarks/results/golden.json (golden_scaling.json with --scaling-only).
 
-(a) GoldDiff protocol (VP linear-beta DDIM, 10 steps, batch 16) on shapes: the golden trajectory is run, and at each
-    step golden, the in-memory exact full-scan PCA-locality and the empirical denoiser are timed on the same state;
-    r2 and max deviation of golden against the full scan are reported per step.
+(a) GoldDiff protocol (VP linear-beta DDIM, 10 steps, batch 16) on shapes, per base (empirical, pca-local): the
+    paper's and the stratified estimator side by side from the same noise; at each step every trajectory's output is
+    compared (r2, worst and mean query) with the exact full scan at the same state, and timed against the full scan;
+    the final images are compared with the full scan's own trajectory.
 (b) Proxy-only vectors (N from 10k to 1M): time per call of golden (empirical base) with the exact proxy scan and
     with the coarse stage, plus the coarse screen's recall of the exact proxy top-k_max.
 Usage: python benchmarks/bench_golden.py [--quick]
@@ -12,7 +13,6 @@ Usage: python benchmarks/bench_golden.py [--quick]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -49,62 +49,74 @@ def roofline() -> dict:
 
 
 # -- (a) the GoldDiff protocol ---------------------------------------------------------------------------------
-def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, full_queries: int, repeats: int,
-             full_steps=None) -> dict:
+ESTIMATORS = ("paper", "stratified")
+
+
+def ddim_step(d, x, s, s_next):
+    """Euler in sigma-space (= deterministic DDIM on the vp-leading schedule)."""
+    return d + (s_next / s) * (x - d)
+
+
+def r2_rows(a, b) -> np.ndarray:
+    from diffcli.metrics.fidelity import per_sample_r2
+
+    return per_sample_r2(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1))
+
+
+def protocol_base(idx, base: str, sigmas, batch: int, k_min, k_max, repeats: int) -> dict:
+    """Both estimators and the full scan of one base along 10 DDIM steps from the same noise: per step r2 of each
+    estimator's output against the full scan at the estimator's own state, seconds per step, final r2."""
     from diffcli.denoisers import build_denoiser
     from diffcli.denoisers.options import GoldenOptions, StreamOptions
+    from diffcli.sample.batches import initial_noise, solver_keys
+
+    dens = {e: build_denoiser("golden", idx, GoldenOptions(sigmas=sigmas, golden_base=base, golden_k_min=k_min,
+                                                            golden_k_max=k_max, golden_estimator=e))
+            for e in ESTIMATORS}
+    plan = dens["paper"].plan
+    full = full_scan_like(dens["paper"], idx) if base == "pca-local" else build_denoiser("empirical", idx,
+                                                                                         StreamOptions())
+    ids = np.arange(batch)
+    x0 = float(sigmas[0]) * initial_noise(0, ids, idx.shape)
+    keys = solver_keys(0, ids)
+    states = {e: x0 for e in ESTIMATORS} | {"full": x0}
+    steps = []
+    for i in range(len(sigmas) - 1):
+        s, s_next = jnp.float32(sigmas[i]), float(sigmas[i + 1])
+        kk = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
+        d_full, t_full = timed(call, (full, states["full"], s, kk), repeats)
+        row = {"step": i, "sigma": float(s), "full_s": t_full}
+        for e in ESTIMATORS:
+            d, t = timed(call, (dens[e], states[e], s, kk), repeats)
+            ref = call(full, states[e], s, kk)
+            r2 = r2_rows(d, ref)
+            row[e] = {"s": t, "r2_min": float(r2.min()), "r2_mean": float(r2.mean())}
+            states[e] = ddim_step(d, states[e], s, s_next)
+        states["full"] = ddim_step(d_full, states["full"], s, s_next)
+        steps.append(row)
+        print(f"  {base} step {i}: sigma {float(s):8.4g} full {t_full:.4f}s  " + "  ".join(
+            f"{e} {row[e]['s']:.4f}s r2 min {row[e]['r2_min']:.4f} mean {row[e]['r2_mean']:.4f}" for e in ESTIMATORS),
+            flush=True)
+    tf = sum(r["full_s"] for r in steps)
+    out = {"base": base, "k_min": plan.k_min, "k_max": plan.k_max, "far_slots": dens["stratified"].plan.far_slots,
+           "steps": steps, "full_s_total": tf}
+    for e in ESTIMATORS:
+        fin = r2_rows(states[e], states["full"])
+        out[e] = {"time_ratio": sum(r[e]["s"] for r in steps) / tf, "r2_min_over_steps":
+                  min(r[e]["r2_min"] for r in steps), "final_r2_min": float(fin.min()),
+                  "final_r2_mean": float(fin.mean())}
+    return out
+
+
+def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, repeats: int, bases) -> dict:
     from diffcli.index import open_index
     from diffcli.index.build import ensure_index
-    from diffcli.metrics.fidelity import per_sample_r2
-    from diffcli.sample.batches import initial_noise, solver_keys
     from diffcli.schedules import get_schedule
 
     idx = open_index(ensure_index(spec, report=lambda m: print("  " + m, flush=True)))
     sigmas = get_schedule("vp-leading", 10)
-    opts = GoldenOptions(sigmas=sigmas, golden_base="pca-local", golden_k_min=k_min, golden_k_max=k_max)
-    t0 = time.perf_counter()
-    golden = build_denoiser("golden", idx, opts)
-    build_golden = time.perf_counter() - t0
-    # the same masks serve all three (built once): the tolerance mode (beyond the paper) and the full scan
-    tol = dataclasses.replace(golden, plan=dataclasses.replace(golden.plan, tol=1e-3, k_min=1))
-    full = full_scan_like(golden, idx)
-    emp = build_denoiser("empirical", idx, StreamOptions())
-    ids = np.arange(batch)
-    x = float(sigmas[0]) * initial_noise(0, ids, idx.shape)
-    keys = solver_keys(0, ids)
-    rows = []
-    for i in range(len(sigmas) - 1):
-        s, s_next = jnp.float32(sigmas[i]), float(sigmas[i + 1])
-        kk = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
-        rep = repeats if i in (0, len(sigmas) - 2) else 1  # every step is timed; the ends get best-of-repeats
-        d_gold, t_gold = timed(call, (golden, x, s, kk), rep)
-        _, t_emp = timed(call, (emp, x, s, kk), rep)
-        d_tol, t_tol = timed(call, (tol, x, s, kk), rep)
-        row = {"step": i, "sigma": float(s), "golden_s": t_gold, "golden_tol_s": t_tol, "empirical_s": t_emp,
-               "pca_local_full_s": None, "r2_mean": None, "r2_min": None, "max_abs_dev": None, "tol_r2_min": None}
-        if full_steps is None or i in full_steps:
-            xq, kq = x[:full_queries], kk[:full_queries]  # the full scan is timed on a slice when it is too slow
-            d_full, t_full = timed(call, (full, xq, s, kq), 1)
-            g = np.asarray(d_gold[:full_queries]).reshape(full_queries, -1)
-            f = np.asarray(d_full).reshape(full_queries, -1)
-            r2 = per_sample_r2(g, f)
-            r2_tol = per_sample_r2(np.asarray(d_tol[:full_queries]).reshape(full_queries, -1), f)
-            row.update(pca_local_full_s=t_full * batch / full_queries, r2_mean=float(np.mean(r2)),
-                       r2_min=float(np.min(r2)), max_abs_dev=float(np.abs(g - f).max()),
-                       tol_r2_min=float(np.min(r2_tol)))
-        rows.append(row)
-        print(f"  step {i}: sigma={float(s):8.4g} golden {t_gold:8.4f}s  pca-local {row['pca_local_full_s']}s "
-              f"empirical {t_emp:7.4f}s  r2 {row['r2_min']}  tol-mode {t_tol:.4f}s r2 {row['tol_r2_min']}", flush=True)
-        x = d_gold + (s_next / float(s)) * (x - d_gold)
-    timed_rows = [r for r in rows if r["pca_local_full_s"] is not None]
-    tg = sum(r["golden_s"] for r in timed_rows)
-    tf = sum(r["pca_local_full_s"] for r in timed_rows)
-    return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch, "k_min": golden.plan.k_min,
-            "k_max": golden.plan.k_max,
-            "mask_widths": [int(w) for w in golden.plan.masks.widths], "full_scan_timed_queries": full_queries,
-            "golden_build_s": build_golden, "steps": rows, "speedup_vs_pca_local": tf / tg,
-            "full_scan_steps": [r["step"] for r in timed_rows],
-            "r2_min_over_steps": min(r["r2_min"] for r in timed_rows)}
+    return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch,
+            "bases": [protocol_base(idx, b, sigmas, batch, k_min, k_max, repeats) for b in bases]}
 
 
 def full_scan_like(golden, idx):
@@ -181,25 +193,24 @@ def plot_scaling(rows: list[dict], path: str, *, device: str = "", batch: int = 
 
 
 def print_protocol(a: dict) -> None:
-    print("\nstep  sigma     golden_s  pca_local_s  empirical_s   r2_min  max_dev   tol_s  tol_r2_min")
-    for r in a["steps"]:
-        full = "-" if r["pca_local_full_s"] is None else f"{r['pca_local_full_s']:.3f}"
-        r2 = "-" if r["r2_min"] is None else f"{r['r2_min']:.4f}"
-        dev = "-" if r["max_abs_dev"] is None else f"{r['max_abs_dev']:.4f}"
-        tr2 = "-" if r["tol_r2_min"] is None else f"{r['tol_r2_min']:.4f}"
-        print(f"{r['step']:>4} {r['sigma']:8.4g} {r['golden_s']:9.4f} {full:>12} {r['empirical_s']:12.4f} "
-              f"{r2:>8} {dev:>8} {r['golden_tol_s']:7.3f} {tr2:>10}")
-    print(f"speed-up of golden over the full-scan PCA-locality (sum over steps): {a['speedup_vs_pca_local']:.1f}x; "
-          f"min r2 {a['r2_min_over_steps']:.4f}; mask width classes {a['mask_widths']}")
+    for b in a["bases"]:
+        print(f"\nbase {b['base']} (k {b['k_min']}-{b['k_max']}, far draws up to {b['far_slots']}), "
+              f"per step r2 against the full scan at the same state")
+        print("step    sigma   full_s  " + "  ".join(f"{e:>10}_s r2_min r2_mean" for e in ESTIMATORS))
+        for r in b["steps"]:
+            print(f"{r['step']:>4} {r['sigma']:8.4g} {r['full_s']:8.4f}  " + "  ".join(
+                f"{r[e]['s']:12.4f} {r[e]['r2_min']:6.3f} {r[e]['r2_mean']:7.4f}" for e in ESTIMATORS))
+        for e in ESTIMATORS:
+            v = b[e]
+            print(f"  {e:>10}: time {v['time_ratio']:.3f} of the full scan (summed), worst step r2_min "
+                  f"{v['r2_min_over_steps']:.4f}, final r2 min {v['final_r2_min']:.4f} mean {v['final_r2_mean']:.4f}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
     ap.add_argument("--dataset", help="dataset spec of part (a) (default: shapes:res=64,n=15000; quick res=16)")
-    ap.add_argument("--full-queries", type=int,
-                    help="queries the full-scan PCA-locality is run on (timing scaled to 16)")
-    ap.add_argument("--full-steps", help="comma list of steps where the full scan runs (default: all)")
+    ap.add_argument("--bases", default="empirical,pca-local", help="comma list of golden bases of part (a)")
     ap.add_argument("--skip-scaling", action="store_true", help="run part (a) only")
     ap.add_argument("--scaling-only", action="store_true", help="run part (b) only (N = 10k, 100k, 1M unless --quick)")
     ap.add_argument("--out",
@@ -208,18 +219,16 @@ def main():
     name = "golden_scaling.json" if args.scaling_only else "golden.json"  # a part-(b) run keeps part (a)'s results
     args.out = args.out or os.path.join(os.path.dirname(__file__), "results", name)
     if args.quick:
-        spec, kmin, kmax, fq, ns, rep = "shapes:res=16,n=2000", None, None, 16, [10_000, 100_000], 2
+        spec, kmin, kmax, ns, rep = "shapes:res=16,n=2000", 120, 240, [10_000, 100_000], 1
     else:
-        spec, kmin, kmax, fq, ns, rep = "shapes:res=64,n=15000", 1000, 2000, 1, [10_000, 100_000, 1_000_000], 3
+        spec, kmin, kmax, ns, rep = "shapes:res=64,n=15000", 1000, 2000, [10_000, 100_000, 1_000_000], 3
     spec = args.dataset or spec
-    fq = args.full_queries or fq
     print(f"roofline ({platform.processor() or platform.machine()}, {jax.devices()[0].platform})", flush=True)
     roof = roofline()
     print(f"  matmul {roof['matmul_gflops']:.1f} GFLOP/s, bandwidth {roof['bandwidth_gbs']:.1f} GB/s", flush=True)
     if not args.scaling_only:
         print(f"(a) GoldDiff protocol on {spec}, batch 16", flush=True)
-    steps = None if args.full_steps is None else {int(v) for v in args.full_steps.split(",")}
-    a = None if args.scaling_only else protocol(spec, 16, kmin, kmax, fq, rep, steps)
+    a = None if args.scaling_only else protocol(spec, 16, kmin, kmax, rep, args.bases.split(","))
     print("(b) time per call vs N (proxy-only vectors, d=64, batch 16)", flush=True)
     b = [] if args.skip_scaling else scaling(ns, 64, 16, 50, 100, rep)
     grow = {k: b[-1][k] / b[0][k] for k in ("exact_s_sigma0.05", "coarse_s_sigma0.05")} if b else {}

@@ -94,7 +94,8 @@ def test_full_subset_equals_base(index, base, monkeypatch):
 def test_golden_matches_float64_subset_softmax(index):
     """The output is the exact softmax over the subset that diagnose reports (checked in float64)."""
     sig = 0.3
-    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_min=10, golden_k_max=30))
+    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_min=10, golden_k_max=30,
+                                      golden_estimator="paper"))
     x = jnp.asarray(index.train_data()[3:6].reshape(3, *index.shape)) + sig * jax.random.normal(
         jax.random.PRNGKey(2), (3, *index.shape))
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
@@ -116,7 +117,7 @@ def test_pca_local_base_over_a_prefix_subset_matches_float64():
     idx = make_index(n=300)
     sig, thr = 0.5, 0.05
     gold = build(idx, GoldenOptions(sigmas=np.array([sig, 0.0]), golden_base="pca-local", golden_k_min=10,
-                                      golden_k_max=200, mask_threshold=thr))
+                                      golden_k_max=200, mask_threshold=thr, golden_estimator="paper"))
     x = jnp.asarray(idx.train_data()[:3].reshape(3, *idx.shape)) + sig * jax.random.normal(
         jax.random.PRNGKey(3), (3, *idx.shape))
     keys = jax.random.split(jax.random.PRNGKey(6), 3)
@@ -156,7 +157,8 @@ def check_tolerance(gold, full_den, index, sigma, tol):
 
 
 def test_certified_bound_holds_in_schedule_mode(index):
-    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_min=20, golden_k_max=40))
+    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_min=20, golden_k_max=40,
+                                      golden_estimator="paper"))
     for sigma in (0.02, 0.2, 1.0, 5.0):
         x = jnp.asarray(index.train_data()[:4].reshape(4, *index.shape)) + sigma * jax.random.normal(
             jax.random.PRNGKey(4), (4, *index.shape))
@@ -166,7 +168,7 @@ def test_certified_bound_holds_in_schedule_mode(index):
 
 def test_no_retrace_across_sigmas_and_pool_randomness(index, traces):
     gold = build(index, GoldenOptions(golden_base="pca-local", sigmas=np.array([2.0, 0.5, 0.05, 0.0]), golden_k_min=10,
-                                        golden_k_max=30, mask_threshold=0.05))
+                                        golden_k_max=30, mask_threshold=0.05, golden_estimator="paper"))
     f = jax.jit(traces.wrap(lambda g, x, s, k: g(x, s, key=k)))
     x = jnp.asarray(index.train_data()[:2].reshape(2, *index.shape))
     k1 = jax.random.split(jax.random.PRNGKey(0), 2)
@@ -182,7 +184,7 @@ def test_coarse_stage_with_all_lists_equals_full_screen(index):
     sig = 0.004  # low enough that the pool is the whole set in both modes (no random draw to differ)
     x = jnp.asarray(index.train_data()[:6].reshape(6, *index.shape)) + sig * jax.random.normal(
         jax.random.PRNGKey(6), (6, *index.shape))
-    opts = dict(golden_base="empirical", golden_k_min=10, golden_k_max=30)
+    opts = dict(golden_base="empirical", golden_k_min=10, golden_k_max=30, golden_estimator="paper")
     full = np.asarray(call(build(index, GoldenOptions(**opts)), x, sig))
     lists = len(index.coarse["centroids"])
     every = np.asarray(call(build(index, GoldenOptions(**opts, golden_coarse=True, golden_nprobe=lists)), x, sig))

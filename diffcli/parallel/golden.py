@@ -27,6 +27,7 @@ from diffcli.denoisers.golden import GoldenPlan, GoldenRows, plan_and_rows
 from diffcli.denoisers.golden.posterior import subset_mean
 from diffcli.denoisers.golden.screen import screen
 from diffcli.denoisers.golden.select import exact_distances
+from diffcli.denoisers.golden.stratified import StratifiedSubset, far_draws, stratified_mean
 from diffcli.denoisers.rows import pad_to
 from diffcli.index.coarse import piece_blocks
 from diffcli.parallel.denoiser import put_rows
@@ -45,9 +46,13 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
     def __call__(self, x, sigma, *, key=None):
         flat, s, keys = self.plan.queries(x, sigma, key)
 
+        stratified = self.plan.estimator == "stratified"
+        chosen = self.select_stratified if stratified else self.select
+        mean = stratified_mean if stratified else subset_mean
+
         def per_device(flat, s, keys, shard):
-            x0, _ = self.plan.map_queries(lambda *a: self.select(shard, *a), flat, s, keys,
-                                          finish=lambda *a: subset_mean(self.plan, *a, axis=AXIS))
+            x0, _ = self.plan.map_queries(lambda *a: chosen(shard, *a)[:2], flat, s, keys,
+                                          finish=lambda *a: mean(self.plan, *a, axis=AXIS))
             return x0
 
         shard_spec = jax.tree.map(lambda _: P(AXIS), self.rows)
@@ -74,8 +79,21 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         neg_d, nearest = global_top_k(-d, gid, kk)
         d_sorted = -neg_d
         k_t, _ = plan.subset_size(d_sorted, plan.floor(floor_rest, p_keep), sigma, k_t)
-        keep = local_members(nearest, jnp.arange(kk) < k_t, offset, rpp)[pos] & in_cand
-        return (rows, d - d_sorted[0], keep), None
+        kept = jnp.arange(kk) < k_t
+        keep = local_members(nearest, kept, offset, rpp)[pos] & in_cand
+        return (rows, d - d_sorted[0], keep), None, jnp.where(kept, nearest, -1)
+
+    def select_stratified(self, shard: GoldenRows, x, sigma, key):
+        """One query's strata: this device's part of the near stratum, and every far draw (each device gathers
+        the draws among its rows; a sum over devices completes them)."""
+        (rows, _, keep), _, near_ids = self.select(shard, x, sigma, key)
+        rpp = shard.data.shape[0]
+        ids, active = far_draws(self.plan, key, sigma)
+        local = ids - jax.lax.axis_index(AXIS) * rpp
+        mine = (local >= 0) & (local < rpp)
+        far = jax.lax.psum(jnp.where(mine[:, None], shard.data[jnp.clip(local, 0, rpp - 1)], 0.0), AXIS)
+        outside = ~jnp.any(ids[:, None] == near_ids[None, :], axis=1)
+        return StratifiedSubset(rows, keep, far, active, outside), None
 
 
 def local_members(gids, use, offset, rows_per_part: int):

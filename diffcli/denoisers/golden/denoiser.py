@@ -9,6 +9,7 @@ from diffcli.denoisers.base import AbstractDenoiser, exact_matmuls
 from diffcli.denoisers.golden.plan import GoldenPlan, GoldenRows, plan_and_rows
 from diffcli.denoisers.golden.posterior import subset_mean
 from diffcli.denoisers.golden.select import select
+from diffcli.denoisers.golden.stratified import stratified_mean, stratified_select
 from diffcli.denoisers.rows import pad_rows
 from diffcli.index.coarse import piece_blocks
 
@@ -23,16 +24,23 @@ class GoldenDenoiser(AbstractDenoiser):
 
     @exact_matmuls
     def __call__(self, x, sigma, *, key=None):
-        x0, _ = self.plan.map_queries(lambda *a: select(self.plan, self.rows, *a), *self.plan.queries(x, sigma, key),
-                                      finish=lambda *a: subset_mean(self.plan, *a))
+        chosen, mean = self._stages()
+        x0, _ = self.plan.map_queries(lambda *a: chosen(self.plan, self.rows, *a), *self.plan.queries(x, sigma, key),
+                                      finish=lambda *a: mean(self.plan, *a))
         return x0.reshape(x.shape)
+
+    def _stages(self):
+        """(selection, posterior mean) of the plan's estimator."""
+        if self.plan.estimator == "stratified":
+            return stratified_select, stratified_mean
+        return select, subset_mean
 
     @exact_matmuls
     def diagnose(self, x, sigma, *, key=None):
         """k, pool size, certified bound, the candidates-only bound and the realised (unmasked) tail mass per query."""
 
         def one(xq, s, k):
-            subset, diag = select(self.plan, self.rows, xq, s, k)
+            subset, diag = self._stages()[0](self.plan, self.rows, xq, s, k)
             diag["tail_mass"] = self._tail_mass(xq, s, diag.pop("ids"))
             return subset, diag
 

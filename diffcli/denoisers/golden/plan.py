@@ -9,15 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffcli.denoisers.base import batch_sigma, flatten
+from diffcli.denoisers.golden.moments import IndexMoments, index_moments
 from diffcli.denoisers.pca_local import PixelMasks, masks_for, rows_per_chunk
 from diffcli.denoisers.presets import default_sizes
-from diffcli.denoisers.subset import check_sizes, golden_sizes, smallest_k_for_tol, tail_bounds
+from diffcli.denoisers.subset import check_sizes, golden_sizes, smallest_k_for_tol, tail_bounds, vp_noise_std
 from diffcli.errors import UsageError
 from diffcli.index.coarse import CoarseStage, coarse_stage
 from diffcli.index.proxy import ProxyMap, index_proxy_map
 from diffcli.keys import query_keys
 
 BASES = ("empirical", "pca-local")
+ESTIMATORS = ("paper", "stratified")
+FAR_SHARE = 0.5  # the stratified estimator's far draws at high noise, as a share of k_t (they shrink with s_t)
 ROWS_BUDGET = 1 << 26  # float32 elements of the gathered candidate rows of one sub-batch (256 MiB)
 MAX_SUB_BATCH = 16  # a solver batch is rarely larger
 SUBSET_CHUNKS = 8  # a pca-local base streams the k_max rows in about this many chunks: those past k_t are skipped
@@ -42,6 +45,7 @@ class GoldenPlan(eqx.Module):
     proxy_map: ProxyMap
     masks: PixelMasks | None  # the pca-local base's masks (None for the empirical base)
     coarse: CoarseStage | None  # the clustered screen (--golden-coarse)
+    moments: IndexMoments | None  # the stratified estimator's index moments (None for the paper's)
     n: int = eqx.field(static=True)
     k_min: int = eqx.field(static=True)
     k_max: int = eqx.field(static=True)
@@ -49,13 +53,26 @@ class GoldenPlan(eqx.Module):
     proxy_scale2: float = eqx.field(static=True)  # ||x - y||^2 >= proxy_scale2 * ||P x - P y||^2
     base: str = eqx.field(static=True)
     seed: int = eqx.field(static=True)
+    estimator: str = eqx.field(static=True, default="paper")
+    far_slots: int = eqx.field(static=True, default=0)  # the stratified estimator's far draws (padded)
+    crossfit: bool = eqx.field(static=True, default=False)  # its regression fitted on one half, applied to the other
 
     def sizes(self, sigma):
         """(m_t, k_t, pool probability) of one query; the tolerance mode screens the whole set, since only a
-        complete screen certifies what it leaves out."""
+        complete screen certifies what it leaves out. The stratified estimator screens the whole set too (its near
+        stratum is a function of the query only) and keeps k_t minus its far draws."""
         m_t, k_t = golden_sizes(sigma, self.n, self.k_min, self.k_max)
+        if self.estimator == "stratified":
+            return jnp.int32(self.n), k_t - self.far_count(sigma), jnp.float32(1.0)
         p_keep = m_t.astype(jnp.float32) / self.n if self.tol is None else jnp.float32(1.0)
         return m_t, k_t, p_keep
+
+    def far_count(self, sigma):
+        """The stratified estimator's active far draws f_t: even, FAR_SHARE * s_t * k_t, none once k_t >= N."""
+        _, k_t = golden_sizes(sigma, self.n, self.k_min, self.k_max)
+        f = 2 * jnp.round(FAR_SHARE * vp_noise_std(jnp.asarray(sigma, jnp.float32)) * k_t / 2).astype(jnp.int32)
+        f = jnp.minimum(jnp.minimum(f, self.far_slots), 2 * ((k_t - 1) // 2))
+        return jnp.where(k_t >= self.n, 0, f)
 
     def floor(self, floor_rest, p_keep):
         """Full-resolution lower bound for every row the screen left out, from the proxy one: only a complete
@@ -128,6 +145,10 @@ def plan_and_rows(index, opts) -> tuple[GoldenPlan, dict]:
     else:  # the tolerance mode picks k itself; otherwise the schedule's lower end
         k_min = 1 if opts.golden_tol is not None else min(d_min, k_max)
     k_min, k_max = check_sizes(int(k_min), int(k_max), n)
+    estimator = resolved_estimator(opts)
+    if opts.golden_tol is not None and opts.golden_base != "empirical":
+        raise UsageError("--golden-tol certifies the empirical base only (a pixel's masked distance has no lower "
+                         "bound from the rows' full distances); use it with --golden-base empirical.")
     if opts.golden_tol is not None and not 0.0 < float(opts.golden_tol) < 1.0:
         raise UsageError(f"--golden-tol must lie strictly between 0 and 1 (got {opts.golden_tol}).")
     proxy = np.asarray(index.proxy, np.float32)
@@ -139,16 +160,45 @@ def plan_and_rows(index, opts) -> tuple[GoldenPlan, dict]:
             raise UsageError("--golden-coarse needs an index built with coarse clusters; rebuild it with --coarse.")
         coarse = coarse_stage(index.coarse, proxy, opts.golden_nprobe, opts.seed)
         lists = np.asarray(coarse.search.ids)
+    data = np.asarray(index.train_data(), np.float32)
     plan = GoldenPlan(
         proxy_map=pmap,
         masks=masks,
         coarse=coarse,
+        moments=index_moments(data, masks) if estimator == "stratified" else None,
         n=n, k_min=k_min, k_max=k_max,
         tol=None if opts.golden_tol is None else float(opts.golden_tol),
         proxy_scale2=proxy_scale2(pmap),
         base=opts.golden_base,
         seed=int(opts.seed),
+        estimator=estimator,
+        far_slots=far_slots(k_max, n) if estimator == "stratified" else 0,
     )
-    rows = {"data": np.asarray(index.train_data(), np.float32), "proxy": proxy,
+    rows = {"data": data, "proxy": proxy,
             "half_psq": (0.5 * np.einsum("ij,ij->i", proxy, proxy)).astype(np.float32), "lists": lists}
     return plan, rows
+
+
+def far_slots(k_max: int, n: int) -> int:
+    """Padded far draws of the stratified estimator: FAR_SHARE * k_max rounded to even, none when k_max >= N."""
+    return 0 if k_max >= n else 2 * int(round(FAR_SHARE * k_max / 2))
+
+
+def resolved_estimator(opts) -> str:
+    """The estimator GoldenOptions ask for: stratified unless given, paper under --golden-tol (whose certificate
+    bounds the truncated subset); stratified with --golden-tol or --golden-coarse is refused."""
+    est = getattr(opts, "golden_estimator", None)
+    if est is not None and est not in ESTIMATORS:
+        raise UsageError(f"unknown golden estimator '{est}'; choose from: {', '.join(ESTIMATORS)}.")
+    if est == "stratified" and opts.golden_tol is not None:
+        raise UsageError("--golden-tol certifies the truncated subset of the paper's estimator; "
+                         "use it with --golden-estimator paper.")
+    if est == "stratified" and opts.golden_coarse:
+        raise UsageError("--golden-coarse screens a random pool, which the stratified estimator's near stratum "
+                         "cannot use; use it with --golden-estimator paper.")
+    if est is None:
+        est = "paper" if opts.golden_tol is not None or opts.golden_coarse else DEFAULT_ESTIMATOR
+    return est
+
+
+DEFAULT_ESTIMATOR = "stratified"

@@ -1,0 +1,93 @@
+"""Data moments that give, in closed form, the totals over the whole index of the stratified estimator's auxiliaries:
+per output pixel m, the sums over rows n of 1, x_nm, the logit l_nm = -d_nm / (2 sigma^2) and l_nm x_nm.
+
+Rows are centred on the index mean (distances do not change; the posterior mean shifts by the mean). With
+centred rows x_n, the query x, a pixel's mask M (M[j, m] = 1 when pixel m sees j; every j for the empirical base):
+  sum_n d_nm      = sum_j M[j, m] (N x_j^2 - 2 x_j S1_j + Q_j)
+  sum_n x_nm d_nm = S1_m sum_j M[j, m] x_j^2 - 2 sum_j M[j, m] C_mj x_j + sum_j M[j, m] T_mj
+with S1 = sum_n x_n, Q_j = sum_n x_nj^2, C = sum_n x_n x_n^T and T_mj = sum_n x_nm x_nj^2. The masked matrices are
+held per sigma band in the mask's own form (lists or dense). Derivation: docs/golddiff.md.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffcli.denoisers.pca_local import DenseMask, ListMask, PixelMasks
+
+
+class IndexMoments(eqx.Module):
+    """Moments of the centred index rows (see the module doc) and each pixel's range (the output is clipped to it)."""
+
+    mean: jax.Array  # [D] the index mean (rows are centred on it)
+    lo: jax.Array  # [D] smallest centred value of each pixel
+    hi: jax.Array  # [D] largest
+    s1: jax.Array  # [D] sum of centred rows (zero up to rounding)
+    q: jax.Array  # [D] sum of squares per pixel
+    c: jax.Array | None  # [D, D] sum of outer products (empirical base)
+    t: jax.Array | None  # [D] sum_j T_mj (empirical base)
+    masked_c: tuple[jax.Array, ...] | None  # pca-local, per mask class: C_mj on the mask (list or dense form)
+    masked_t: jax.Array | None  # [S, D] pca-local: sum_j M[j, m] T_mj per band
+    n: int = eqx.field(static=True)
+
+
+def mask_sum(vec, mask: ListMask | DenseMask | None):
+    """sum_j M[j, m] vec_j for every pixel m (the plain sum, broadcast, without a mask)."""
+    if mask is None:
+        return jnp.broadcast_to(jnp.sum(vec), vec.shape)
+    if isinstance(mask, DenseMask):
+        return vec @ mask.m
+    return jnp.sum(vec[mask.nbr] * mask.valid, axis=-1)
+
+
+def masked_c_apply(mom: IndexMoments, x, mask, cls: int | None, slot):
+    """sum_j M[j, m] C_mj x_j for every pixel m (C x without a mask)."""
+    if mask is None:
+        return mom.c @ x
+    table = mom.masked_c[cls][slot]
+    if isinstance(mask, DenseMask):
+        return x @ table
+    return jnp.sum(table * x[mask.nbr] * mask.valid, axis=-1)
+
+
+def index_totals(mom: IndexMoments, x, inv2var, mask=None, cls: int | None = None, band=None, slot=None):
+    """Totals over all N rows, per pixel [D]: (sum x_nm, sum l_nm, sum l_nm x_nm), for a centred query x [D]."""
+    x2 = jnp.square(x)
+    sum_d = mask_sum(mom.n * x2 - 2.0 * x * mom.s1 + mom.q, mask)
+    t = mom.t if mask is None else mom.masked_t[band]
+    sum_xd = mom.s1 * mask_sum(x2, mask) - 2.0 * masked_c_apply(mom, x, mask, cls, slot) + t
+    return mom.s1, -inv2var * sum_d, -inv2var * sum_xd
+
+
+def index_moments(data: np.ndarray, masks: PixelMasks | None) -> IndexMoments:
+    """The moments of rows data [N, D] (float64 on the host, stored float32), per band for a pca-local base."""
+    x = np.asarray(data, np.float64)
+    mean = x.mean(0)
+    xc = x - mean
+    s1, q = xc.sum(0), np.square(xc).sum(0)
+    c = xc.T @ xc
+    t = xc.T @ np.square(xc)  # T[m, j] = sum_n x_nm x_nj^2
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    common = dict(mean=f32(mean), lo=f32(xc.min(0)), hi=f32(xc.max(0)), s1=f32(s1), q=f32(q), n=len(x))
+    if masks is None:
+        return IndexMoments(c=f32(c), t=f32(t.sum(1)), masked_c=None, masked_t=None, **common)
+    tables, masked_t = [], np.zeros((len(masks.band_class), x.shape[1]))
+    slots, classes = np.asarray(masks.band_slot), np.asarray(masks.band_class)
+    counts = np.asarray(masks.count)
+    for cls, table in enumerate(masks.tables):
+        tab = np.asarray(table)
+        if masks.dense[cls]:  # table[s, j, m]: the mask; C is symmetric, so C_mj sits at [j, m]
+            tables.append(f32(tab * c[None]))
+            for band in np.flatnonzero(classes == cls):
+                masked_t[band] = (tab[slots[band]] * t.T).sum(0)
+        else:  # table[s, m, l]: neighbour l of pixel m
+            rows = np.arange(x.shape[1])[None, :, None]
+            tables.append(f32(c[rows, tab]))
+            for band in np.flatnonzero(classes == cls):
+                nbr = tab[slots[band]]
+                valid = np.arange(nbr.shape[1])[None, :] < counts[band][:, None]
+                masked_t[band] = (t[np.arange(x.shape[1])[:, None], nbr] * valid).sum(1)
+    return IndexMoments(c=None, t=None, masked_c=tuple(tables), masked_t=f32(masked_t), **common)

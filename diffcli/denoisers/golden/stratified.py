@@ -1,0 +1,136 @@
+"""The stratified golden estimator: the near stratum (the nearest rows, by a complete proxy screen and exact
+distances) summed exactly, and the far stratum (every other row) estimated from uniform draws with a regression
+correction whose auxiliaries' totals follow from the index moments (moments.py, regression.py).
+
+Per output pixel m, with logits l_nm (masked for pca-local) and a reference c_m:
+  Z_m = sum_near exp(l_nm - c_m) + Zhat_far,m     Y_m = sum_near exp(l_nm - c_m) x_nm + Yhat_far,m
+and the posterior mean Y_m / Z_m. With no far draws (k_t >= N) the near stratum is every row and the estimate is the
+base's exact posterior mean. Derivation: docs/golddiff.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from diffcli.denoisers import softmax
+from diffcli.denoisers.golden.moments import index_totals
+from diffcli.denoisers.golden.plan import GoldenPlan, GoldenRows
+from diffcli.denoisers.golden.regression import Draws, Totals, regression_total
+from diffcli.denoisers.golden.select import select
+from diffcli.denoisers.pca_local import masked_distances, rows_per_chunk
+from diffcli.denoisers.rows import split_chunks
+
+EMPIRICAL_ROW_FLOATS = 4  # float32 [D] arrays per row of an empirical chunk (values, logits, weights, products)
+
+
+class StratifiedSubset(NamedTuple):
+    """One query's strata: near rows [K, D] and kept [K]; far draws' rows [F, D], active [F], outside the near
+    stratum [F]."""
+
+    near: jax.Array
+    keep: jax.Array
+    far: jax.Array
+    active: jax.Array
+    outside: jax.Array
+
+
+def far_draws(plan: GoldenPlan, key, sigma):
+    """(global row ids [F], active [F]): i.i.d. uniform draws over the index, the first f_t of them active."""
+    ids = jax.random.randint(jax.random.fold_in(key, 1), (plan.far_slots,), 0, plan.n)
+    return ids, jnp.arange(plan.far_slots) < plan.far_count(sigma)
+
+
+def stratified_select(plan: GoldenPlan, rows: GoldenRows, x, sigma, key):
+    """One query's strata over all rows (the near stratum is golden's selection from a complete screen)."""
+    (near, _, keep), diag = select(plan, rows, x, sigma, key)
+    ids, active = far_draws(plan, key, sigma)
+    outside = ~jnp.any(ids[:, None] == diag["ids"][None, :], axis=1)
+    diag["far"] = jnp.sum(active)
+    return StratifiedSubset(near, keep, rows.data[ids], active, outside), diag
+
+
+class NearSums(NamedTuple):
+    """The near stratum's softmax partials and its sums of x, l and l x per pixel."""
+
+    p: softmax.Partials
+    x: jax.Array
+    logit: jax.Array
+    lx: jax.Array
+
+
+def near_sums(distances, rows, keep, inv2var, chunk: int, axis: str | None = None) -> NearSums:
+    """NearSums over centred rows [K, D] (kept [K]); distances(rows [C, D]) -> per-pixel squared distances [C, D].
+    `axis`: inside shard_map, the mesh axis whose devices each hold part of the near stratum (merged exactly)."""
+    rows, keep = split_chunks(rows, keep, chunk)
+    dim = rows.shape[2]
+
+    def update(acc, c, ok):
+        logit = -distances(c) * inv2var
+        okc = ok[:, None]
+        lz = jnp.where(okc, logit, 0.0)
+        return NearSums(softmax.fold_each(acc.p, jnp.where(okc, logit, -jnp.inf), c, axis=0),
+                        acc.x + jnp.sum(jnp.where(okc, c, 0.0), 0), acc.logit + jnp.sum(lz, 0),
+                        acc.lx + jnp.sum(lz * c, 0))
+
+    def body(acc, chunk_rows):
+        c, ok = chunk_rows
+        return jax.lax.cond(jnp.any(ok), lambda: update(acc, c, ok), lambda: acc), None
+
+    zero = jnp.zeros((dim,), jnp.float32)
+    init = NearSums(softmax.empty((dim,)), zero, zero, zero)
+    if axis is not None:
+        init = jax.tree.map(lambda a: jax.lax.pcast(a, (axis,), to="varying"), init)
+    acc, _ = jax.lax.scan(body, init, (rows, keep))
+    if axis is None:
+        return acc
+    return NearSums(softmax.merge_across(acc.p, axis), *(jax.lax.psum(a, axis) for a in acc[1:]))
+
+
+def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, n: int, crossfit: bool):
+    """The posterior mean [D] (centred) from the near sums, the far draws' logits and rows [F, D] and the index
+    totals (sum x, sum l, sum l x) per pixel."""
+    in_far = sub.active & sub.outside
+    ref = jnp.maximum(near.p.m, jnp.max(jnp.where(in_far[:, None], far_logit, -jnp.inf), 0, initial=-jnp.inf))
+    ref = jnp.where(jnp.isfinite(ref), ref, 0.0)
+    w = jnp.where(in_far[:, None], jnp.exp(jnp.minimum(far_logit - ref, 0.0)), 0.0)
+    n_near = jnp.sum(sub.keep).astype(jnp.float32)
+    tx, tl, tlx = totals
+    far_totals = Totals(n - n_near, tx - near.x, tl - near.logit, tlx - near.lx)
+    draws = Draws(in_far, far_rows, jnp.where(in_far[:, None], far_logit, 0.0), sub.active)
+    z_far = jnp.maximum(regression_total(draws, w, far_totals, n, False, crossfit), 0.0)
+    y_far = regression_total(draws, w * far_rows, far_totals, n, True, crossfit)
+    scale = jnp.exp(near.p.m - ref)
+    return (near.p.t * scale + y_far) / (near.p.s * scale + z_far)
+
+
+def stratified_mean(plan: GoldenPlan, x, sigma, sub: StratifiedSubset, axis: str | None = None):
+    """The base's posterior mean [D] of one query x [D] by the stratified estimator. `axis`: inside shard_map, the
+    mesh axis whose devices each hold part of the near stratum (every device holds all the far draws)."""
+    mom = plan.moments
+    inv2var = 0.5 / jnp.square(sigma)
+    xc = x - mom.mean
+    near_rows, far_rows = sub.near - mom.mean, sub.far - mom.mean
+    dim = x.shape[0]
+
+    def finish(distances, totals, chunk):
+        near = near_sums(distances, near_rows, sub.keep, inv2var, chunk, axis)
+        far_logit = -distances(far_rows) * inv2var
+        out = combine(near, far_logit, far_rows, sub, totals, plan.n, plan.crossfit)
+        return jnp.clip(out, mom.lo, mom.hi) + mom.mean
+
+    if plan.masks is None:
+        def full(c):
+            return jnp.broadcast_to(jnp.sum(jnp.square(c - xc[None, :]), 1)[:, None], c.shape)
+
+        chunk = rows_per_chunk(dim, EMPIRICAL_ROW_FLOATS, 1, plan.k_max)
+        return finish(full, index_totals(mom, xc, inv2var), chunk)
+
+    def branch(cls: int, band):
+        mask = plan.masks.operand(band, cls)
+        totals = index_totals(mom, xc, inv2var, mask, cls, band, plan.masks.band_slot[band])
+        return finish(lambda c: masked_distances(xc, c, mask), totals, plan.subset_chunk(dim, cls))
+
+    return plan.masks.per_query(sigma, branch)
