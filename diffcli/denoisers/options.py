@@ -64,6 +64,10 @@ class GoldenOptions(Options):
                                       help="subset size at high noise (default: the dataset's preset).")
     golden_tol: float | None = option(None, kind=float, positive=True,
                                       help="certified tail-mass tolerance; sizes the subset itself.")
+    golden_estimator: str | None = option(None, kind=str, choices=("paper", "stratified"),
+                                          help="paper (random pool, softmax over the subset) or stratified (nearest "
+                                               "rows exactly plus regression-corrected uniform draws; the default, "
+                                               "paper under --golden-tol or --golden-coarse).")
     golden_coarse: bool = option(False, help="the clustered (sublinear) coarse stage.")
     golden_nprobe: int | None = option(None, kind=int, minimum=1,
                                        help="clusters scanned by the coarse stage.")
