@@ -1,15 +1,15 @@
-"""Error vs sequential rounds and NFE of every solver on a GMM with exact score (float64, so errors are the method's).
+"""Error against the exact flow vs sequential rounds of every ODE solver, on GMMs with exact score (float64).
 
 Testbeds: 4 equal-weight isotropic components, means on a sphere of radius R = 2, component std = R / ratio, in
-d dimensions (ratio 2 and 5); and a well-separated one, 8 components with R/std = 6 in d = 64. EDM sigmas
-80 -> 0.002. Errors are relative pathwise distances max_b ||x_b - ref_b|| / ||ref_b|| from
-the same initial noise (and the same per-step noise for the SDE):
-- ODE solvers (euler, heun, dpmpp-2m, collocation) vs a diffrax Dopri8 solve (rtol = atol = 1e-12) + final denoise;
-- picard-ode vs sequential 1000-step DDIM (= euler), picard-sde vs sequential 1000-step DDPM with the same noise;
-  plain, Anderson-accelerated and quasi-Newton (secant slope) rounds, PIADM blocks, and the defaults with
-  --picard-tol 1e-2 / 1e-3 / 1e-4 (the tolerance is the promised final relative distance; "within" says if it held);
-- collocation's defaults with --colloc-tol 1e-2 / 1e-4 / 1e-6 against the same promise.
-Run: python -m benchmarks.bench_solvers [--quick] [--resume] [--dims 16,64] [--testbeds 16:2:4,64:6:8]
+d dimensions; and a well-separated one, 8 components with R/std = 6 in d = 64. EDM sigmas 80 -> 0.002. The error is
+the relative pathwise distance max_b ||x_b - ref_b|| / ||ref_b|| to a diffrax Dopri8 solve (rtol = atol = 1e-12) of
+the PF-ODE from the same initial noise, then the final denoise. Series (a line per solver in each testbed's PNG):
+- classic solvers euler, heun, dpmpp-2m, dpmpp-3m, unipc over step counts (rounds = denoiser calls);
+- collocation with its defaults over --colloc-tol (with whether the tolerance held), and its variants: 8 and 16
+  nodes, the plain form, cold starts, and equal windows with fixed rounds.
+The frontier: for each error level 1e-2 .. 1e-8, the rounds each family needs (classic solvers interpolated in
+log-log between measured points, collocation as measured).
+Run: python -m benchmarks.bench_solvers [--quick] [--resume] [--testbeds 16:2:4,64:6:8] [--out NAME]
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from diffcli.solvers.reference import reference_sample
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RADIUS, BATCH, SIGMA_MAX, SIGMA_MIN = 2.0, 4, 80.0, 0.002
-TARGET = 1e-6  # collocation goal: this pathwise error with <= 1/10 of the best classic solver's rounds
-PICARD_TARGET = 1e-3  # picard goal: this distance to 1000-step sequential in <= 25 rounds
-PICARD_SERIES = tuple(f"picard-{m}{a}" for m in ("ode", "sde") for a in ("", "-anderson", "-newton", "-default"))
-TOLS = (1e-2, 1e-3, 1e-4)  # promised final relative distances checked for the defaults
+CLASSIC = ("euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc")
+LEVELS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
+GOAL_LEVEL, GOAL_ROUNDS = 1e-3, 50  # collocation goal: 1e-3 within 50 rounds
+MACHINE = "2-core AMD EPYC, CPU JAX, float64"
+TESTBEDS = ((16, 2.0, 4), (16, 5.0, 4), (256, 5.0, 4), (64, 6.0, 8))
 
 
 def karras(steps, rho=7.0):
@@ -65,111 +66,174 @@ def run_solver(name, den, x_t, sig, keys, **opts):
     return out, time.perf_counter() - t0
 
 
-def rounds_to_target(rows, target):
-    """Fewest rounds at which a series reaches `target`; past its last point, extrapolated with its last local order."""
-    rows = sorted(rows, key=lambda r: r["rounds"])
-    hit = [r["rounds"] for r in rows if r["error"] <= target]
-    if hit:
-        return float(min(hit)), False
-    a, b = rows[-2], rows[-1]
-    order = np.log(a["error"] / b["error"]) / np.log(b["rounds"] / a["rounds"])
-    if not order > 0:
-        return float("inf"), True
-    return float(b["rounds"] * (b["error"] / target) ** (1 / order)), True
+def available(name):
+    try:
+        get_solver(name)
+    except Exception:  # a solver not in this checkout is left out of the table
+        return False
+    return True
+
+
+def classic_steps(quick):
+    return (8, 16, 32, 64, 128, 256) if quick else \
+        (6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 1024, 2048)
+
+
+def collocation_series(quick):
+    """(series name, list of option dicts) for the collocation defaults and its variants."""
+    tols = (1e-2, 1e-4, 1e-6) if quick else (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+    short = (1e-2, 1e-4, 1e-6) if quick else (1e-2, 1e-3, 1e-4, 1e-6, 1e-8)
+    series = [("collocation", [dict(colloc_tol=t) for t in tols])]
+    if quick:
+        return series
+    series += [("collocation-n8", [dict(colloc_tol=t, colloc_nodes=8) for t in short]),
+               ("collocation-n16", [dict(colloc_tol=t, colloc_nodes=16) for t in short]),
+               ("collocation-plain", [dict(colloc_tol=t, colloc_form="plain") for t in short]),
+               ("collocation-cold", [dict(colloc_tol=t, colloc_warm=False) for t in short]),
+               ("collocation-equal", [dict(colloc_windows=w, colloc_nodes=8, colloc_tol=t)
+                                      for w, t in ((3, 1e-2), (4, 1e-3), (6, 1e-3), (6, 1e-5), (8, 1e-6))]),
+               ("collocation-fixed", [dict(colloc_windows=w, colloc_nodes=8, colloc_iters=k)
+                                      for w, k in ((6, 3), (6, 4), (8, 5), (20, 8))])]
+    return series
+
+
+def setting_name(opts):
+    return ",".join(f"{k.removeprefix('colloc_')}={v:g}" if isinstance(v, float) else
+                    f"{k.removeprefix('colloc_')}={v}" for k, v in opts.items()) or "defaults"
 
 
 def bench_testbed(dim, ratio, quick, components=4):
     den, x_t, keys = testbed(dim, ratio, components)
     rows = []
     ref, ref_steps = reference_sample(den, x_t, karras(8), rtol=1e-12, atol=1e-12)
-    steps_list = [16, 64, 256] if quick else [16, 64, 256, 1024]
-    for name in ("euler", "heun", "dpmpp-2m"):
-        for steps in steps_list:
+    for name in (s for s in CLASSIC if available(s)):
+        for steps in classic_steps(quick):
             out, sec = run_solver(name, den, x_t, karras(steps), keys)
             rows.append(dict(solver=name, setting=f"steps={steps}", rounds=int(out.rounds), nfe=int(out.nfe),
                              error=rel_error(out.x0, ref), seconds=sec))
-    colloc = [(10, 8, 8), (20, 8, 8), (20, 12, 12)] if quick else \
-        [(10, 8, 8), (20, 8, 8), (10, 12, 12), (20, 12, 12)]
-    for w, n, it in colloc:
-        out, sec = run_solver("collocation", den, x_t, karras(8), keys, colloc_windows=w, colloc_nodes=n,
-                              colloc_iters=it)
-        rows.append(dict(solver="collocation", setting=f"windows={w},nodes={n},iters={it}", rounds=int(out.rounds),
-                         nfe=int(out.nfe), error=rel_error(out.x0, ref), seconds=sec))
-    for tol in (1e-2, None, 1e-6):  # None: the defaults (tolerance 1e-4)
-        out, sec = run_solver("collocation", den, x_t, karras(8), keys, **({} if tol is None else dict(colloc_tol=tol)))
-        err = rel_error(out.x0, ref)
-        rows.append(dict(solver="collocation-default", setting="defaults" if tol is None else f"tol={tol:g}",
-                         rounds=int(out.rounds), nfe=int(out.nfe), error=err, seconds=sec,
-                         within=bool(err <= (tol or 1e-4))))
-    sig = karras(1000)
-    for mode, seq_name in (("ode", "euler"), ("sde", "ddpm")):
-        seq, _ = run_solver(seq_name, den, x_t, sig, keys)
-        tols = (1e-2, 3e-3) if quick else (1e-2, 3e-3, 2e-3, 1e-3)
-        plain = dict(picard_newton=False)
-        settings = [dict(picard_tol=t, picard_window=w, **plain) for w in ((256,) if quick else (128, 256))
-                    for t in tols] + \
-            [dict(picard_tol=t, picard_window=w, picard_anderson=2, **plain) for w in ((256,) if quick else (256, 512))
-             for t in tols] + \
-            [dict(picard_tol=t, picard_window=w, picard_newton=True) for w in ((125, 500, 1000) if not quick else ())
-             for t in (1e-3,)] + \
-            [dict(picard_tol=t) for t in TOLS] + [{}]  # the defaults: window 250, newton
-        if not quick:
-            settings += [dict(picard_blocks=b, picard_iters=k, **plain) for b, k in ((4, 6), (8, 3))] + \
-                [dict(picard_blocks=4, picard_iters=k, picard_newton=True) for k in (3, 5)] + \
-                [dict(picard_rule="blocks", **plain)]  # PIADM as the paper runs it (the former default)
+    for name, settings in collocation_series(quick):
         for opts in settings:
-            out, sec = run_solver("picard", den, x_t, sig, keys, picard_mode=mode, **opts)
-            default = set(opts) <= {"picard_tol"}
-            name = f"picard-{mode}" + ("-anderson" if opts.get("picard_anderson") else "") + \
-                ("-newton" if opts.get("picard_newton") else "") + ("-default" if default else "")
-            err = rel_error(out.x0, seq.x0)
-            rows.append(dict(solver=name, setting=",".join(f"{k[7:]}={v}" for k, v in opts.items()) or "defaults",
-                             rounds=int(out.rounds), nfe=int(out.nfe), error=err, seconds=sec,
-                             versus=f"sequential {seq_name} 1000 steps",
-                             **(dict(within=bool(err <= opts.get("picard_tol", 1e-3))) if default else {})))
-    best_classic = min((rounds_to_target([r for r in rows if r["solver"] == s], TARGET) for s in
-                        ("euler", "heun", "dpmpp-2m")), key=lambda t: t[0])
-    coll = rounds_to_target([r for r in rows if r["solver"] == "collocation"], TARGET)
-    picard_ok = {m: min([r["rounds"] for r in rows if r["solver"] == m and r["error"] <= PICARD_TARGET], default=None)
-                 for m in PICARD_SERIES}
+            out, sec = run_solver("collocation", den, x_t, karras(8), keys, **opts)
+            err = rel_error(out.x0, ref)
+            row = dict(solver=name, setting=setting_name(opts), rounds=int(out.rounds), nfe=int(out.nfe), error=err,
+                       seconds=sec, windows=int(out.aux["windows"]), rejected=int(out.aux["rejected"]))
+            if "colloc_tol" in opts and "colloc_windows" not in opts:
+                row["within"] = bool(err <= opts["colloc_tol"])
+            rows.append(row)
+    frontier = frontier_table(rows)
     summary = dict(dim=dim, ratio=ratio, components=components, reference_steps=int(ref_steps),
-                   tolerances_held=all(r["within"] for r in rows if "within" in r),
-                   classic_rounds_to_target=best_classic[0], classic_extrapolated=best_classic[1],
-                   collocation_rounds_to_target=coll[0], collocation_extrapolated=coll[1],
-                   collocation_round_ratio=coll[0] / best_classic[0],
-                   **{f"{m.replace('-', '_')}_rounds_within_target": v for m, v in picard_ok.items()})
+                   tolerances_held=all(r["within"] for r in rows if r["solver"] == "collocation" and "within" in r),
+                   frontier=frontier,
+                   goal_1e3_rounds=frontier[str(GOAL_LEVEL)]["collocation"],
+                   goal_1e3_met=bool(frontier[str(GOAL_LEVEL)]["collocation"] <= GOAL_ROUNDS))
     return rows, summary
 
 
+def rounds_measured(rows, level):
+    """Fewest measured rounds at which a series is within `level` (inf if none)."""
+    return float(min([r["rounds"] for r in rows if r["error"] <= level], default=float("inf")))
+
+
+def rounds_interpolated(rows, level):
+    """Rounds a classic series needs for `level`: log-log interpolation between its bracketing points (the most
+    favourable reading), or past its last point the last local order's extrapolation (marked by the caller)."""
+    rows = sorted(rows, key=lambda r: r["rounds"])
+    for a, b in zip(rows, rows[1:], strict=False):
+        if a["error"] > level >= b["error"]:
+            t = np.log(a["error"] / level) / np.log(a["error"] / b["error"])
+            return float(np.exp(np.log(a["rounds"]) + t * np.log(b["rounds"] / a["rounds"]))), False
+    if rows and rows[0]["error"] <= level:
+        return float(rows[0]["rounds"]), False
+    a, b = rows[-2], rows[-1]
+    order = np.log(a["error"] / b["error"]) / np.log(b["rounds"] / a["rounds"])
+    if not order > 0.2:  # stalled (round-off or a floor): the level is out of reach
+        return float("inf"), True
+    return float(b["rounds"] * (b["error"] / level) ** (1 / order)), True
+
+
+def frontier_table(rows):
+    """{level: {series: rounds, ...}} with the best classic solver and the best collocation series named."""
+    out = {}
+    names = sorted({r["solver"] for r in rows}, key=[r["solver"] for r in rows].index)
+    for level in LEVELS:
+        entry = {}
+        for s in names:
+            mine = [r for r in rows if r["solver"] == s]
+            if s in CLASSIC:
+                entry[s], extrapolated = rounds_interpolated(mine, level)
+                if extrapolated:
+                    entry[s + "_extrapolated"] = True
+            else:
+                entry[s] = rounds_measured(mine, level)
+        classic = [s for s in names if s in CLASSIC]
+        colloc = [s for s in names if s.startswith("collocation")]
+        best_c = min(classic, key=lambda s: entry[s])
+        best_k = min(colloc, key=lambda s: entry[s])
+        entry.update(best_classic=best_c, best_classic_rounds=entry[best_c], best_collocation=best_k,
+                     best_collocation_rounds=entry[best_k],
+                     defaults_beat_classic=bool(entry["collocation"] < entry[best_c]))
+        out[str(level)] = entry
+    return out
+
+
+def finite(v):
+    return v if np.isfinite(v) else None
+
+
 def plot(rows, dim, ratio, components, out_dir):
-    """Error vs sequential rounds (log-log), one line per solver, with the two targets as dotted levels."""
+    """Error vs sequential rounds (log-log), a line per solver."""
     from diffcli.io.plot import save_line_plot
 
-    series = {s: ([r["rounds"] for r in rows if r["solver"] == s], [r["error"] for r in rows if r["solver"] == s])
-              for s in ("euler", "heun", "dpmpp-2m", "collocation") + PICARD_SERIES}
-    path = os.path.join(out_dir, f"solvers_d{dim}_r{ratio:g}.png")
-    save_line_plot(path, {k: v for k, v in series.items() if v[0]},
-                   title=f"solvers on a 4-component GMM with exact score, d = {dim}, R/std = {ratio:g} (float64)\n"
-                         "ODE solvers vs Dopri8; Picard vs sequential 1000-step DDIM (ode) / DDPM (sde)",
+    names = sorted({r["solver"] for r in rows}, key=[r["solver"] for r in rows].index)
+    series = {}
+    for s in names:
+        pts = sorted((r["rounds"], r["error"]) for r in rows if r["solver"] == s)
+        series[s] = ([p[0] for p in pts], [p[1] for p in pts])
+    path = os.path.join(out_dir, f"solvers_d{dim}_r{ratio:g}_k{components}.png")
+    save_line_plot(path, series,
+                   title=f"ODE solvers on a {components}-component GMM with exact score, d = {dim}, R/std = {ratio:g}"
+                         f"\nerror vs a float64 Dopri8 solve ({MACHINE})",
                    xlabel="sequential rounds (batched denoiser calls)",
                    ylabel="relative pathwise error (max over batch)",
-                   hlines={f"collocation target {TARGET:g}": TARGET, f"Picard target {PICARD_TARGET:g}": PICARD_TARGET})
+                   hlines={f"goal {GOAL_LEVEL:g} in {GOAL_ROUNDS} rounds": GOAL_LEVEL})
     return path
+
+
+def print_testbed(rows, summary):
+    print(f"\nd={summary['dim']} R/std={summary['ratio']:g} components={summary['components']}  "
+          f"(reference: Dopri8, {summary['reference_steps']} steps)")
+    print(f"{'solver':20s} {'setting':36s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
+    for r in rows:
+        extra = f"  within={r['within']}" if "within" in r else ""
+        print(f"{r['solver']:20s} {r['setting']:36s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}{extra}")
+    print("\nrounds to reach each error level (classic: interpolated; '~' extrapolated past the last point)")
+    print(f"{'level':>7s} {'best classic':>22s} {'collocation':>12s} {'best collocation':>28s}")
+    for level, e in summary["frontier"].items():
+        mark = "~" if e.get(e["best_classic"] + "_extrapolated") else ""
+        print(f"{float(level):7.0e} {e['best_classic']:>12s} {mark}{e['best_classic_rounds']:8.0f} "
+              f"{e['collocation']:12.0f} {e['best_collocation']:>20s} {e['best_collocation_rounds']:7.0f}")
+
+
+def clean(obj):
+    """JSON without inf/NaN (null instead)."""
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clean(v) for v in obj]
+    if isinstance(obj, float):
+        return finite(obj)
+    return obj
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="d=16 only and fewer settings")
-    p.add_argument("--dims", help="comma list of dimensions (default 16,256,1024; quick 16)")
-    p.add_argument("--testbeds", help="comma list of dim:ratio:components (overrides --dims)")
+    p.add_argument("--testbeds", help="comma list of dim:ratio:components (default 16:2:4,16:5:4,256:5:4,64:6:8)")
     p.add_argument("--out", help="result file name under benchmarks/results (default solvers.json)")
     p.add_argument("--resume", action="store_true", help="keep the testbeds already in the JSON and run the rest")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    dims = (16,) if args.quick else (16, 256, 1024)
-    if args.dims:
-        dims = tuple(int(v) for v in args.dims.split(","))
-    beds = [(d, r, 4) for d in dims for r in (2.0, 5.0)] + ([] if args.quick else [(64, 6.0, 8)])
+    beds = [(16, 2.0, 4)] if args.quick else list(TESTBEDS)
     if args.testbeds:
         beds = [(int(d), float(r), int(k)) for d, r, k in (t.split(":") for t in args.testbeds.split(","))]
     out_dir = os.path.join(HERE, "results")
@@ -192,19 +256,15 @@ def main(argv=None):
         all_rows += rows
         summaries.append(summary)
         plots.append(plot(rows, dim, ratio, components, out_dir))
-        print(f"\nd={dim} R/std={ratio:g} components={components}  "
-              f"(reference: Dopri8, {summary['reference_steps']} steps)")
-        print(f"{'solver':20s} {'setting':44s} {'rounds':>7s} {'nfe':>7s} {'error':>10s}")
-        for r in rows:
-            print(f"{r['solver']:20s} {r['setting']:44s} {r['rounds']:7d} {r['nfe']:7d} {r['error']:10.3e}")
-        print(json.dumps(summary), flush=True)
+        print_testbed(rows, summary)
+        print(json.dumps(clean(summary)), flush=True)
         # written after every testbed, so a run cut short keeps what it measured
         result = dict(benchmark="solvers", quick=args.quick, dtype="float64", batch=BATCH, radius=RADIUS,
-                      sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=platform.machine(),
+                      sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, machine=MACHINE, platform=platform.machine(),
                       backend=jax.default_backend(), rows=all_rows, summary=summaries,
                       plots=[os.path.relpath(p, HERE) for p in plots])
         with open(path + ".part", "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(clean(result), f, indent=1)
         os.replace(path + ".part", path)
     print(f"\nwrote {path}")
 

@@ -10,6 +10,7 @@ from diffcli.denoisers.gmm import GMMDenoiser
 from diffcli.errors import UsageError
 from diffcli.solvers import get_solver
 from diffcli.solvers.chebyshev import chebyshev_table
+from diffcli.solvers.exponential import exponential_table, kernel_weights, kernel_weights_np, monomial_integral
 from diffcli.solvers.options import CollocationOptions
 from diffcli.solvers.reference import reference_sample, solve_pf_ode
 from tests.helpers.gaussian_oracle import (
@@ -132,3 +133,103 @@ def test_tolerance_bounds_the_final_relative_error():
         err = np.linalg.norm(np.asarray(out.x0) - ref, axis=1) / np.linalg.norm(ref, axis=1)
         assert np.all(err <= tol), (tol, err)
     assert int(runs[1e-2].rounds) < int(runs[1e-4].rounds)
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 16])
+def test_exponential_weights_exact_on_polynomials_times_the_kernel(n):
+    """Y_i = e^{h c_i} y0 - sum_j A_ij D_j integrates tau^p e^{h (c - tau)} exactly (p < n): checked against the
+    closed form p! c^{p+1} sum_k (hc)^k / (k + p + 1)!; an entire D converges spectrally."""
+    tab = exponential_table(n)  # builds only if its identities hold
+    for h in (-4.0, -1.3, -0.05):
+        full = kernel_weights_np(tab, h)
+        for p in range(n):
+            want = np.array([monomial_integral(c, h, p) for c in tab.ends])
+            np.testing.assert_allclose(full @ tab.nodes**p, want, rtol=0, atol=1e-12 * n)
+    h, b = -2.0, 1.5  # D(tau) = e^{b tau}: h int_0^1 e^{h (1 - t)} e^{b t} dt = h e^h (e^{b - h} - 1) / (b - h)
+    exact = h * np.exp(h) * (np.exp(b - h) - 1) / (b - h)
+    err = abs(kernel_weights_np(tab, h)[-1] @ np.exp(b * tab.nodes) - exact)
+    assert err < max(1e-14, 2.0 ** (1 - n)), err
+
+
+def test_exponential_weights_in_the_solver_dtype():
+    """The compiled evaluation equals the float64 table, and loses no digits in float32 (no cancellation)."""
+    tab = exponential_table(12)
+    want = kernel_weights_np(tab, -3.1)
+    with x64():
+        mat, w = jax.jit(lambda h: kernel_weights(tab, h, jnp.float64))(jnp.float64(-3.1))
+    np.testing.assert_allclose(np.concatenate([mat, w[None]]), want, rtol=0, atol=1e-14)
+    mat32, w32 = jax.jit(lambda h: kernel_weights(tab, h, jnp.float32))(jnp.float32(-3.1))
+    np.testing.assert_allclose(np.concatenate([mat32, w32[None]]), want, rtol=0, atol=2e-6)
+
+
+class PolynomialInU(eqx.Module):
+    """A denoiser that ignores x: D(x, sigma) = sum_k a_k (log sigma)^k (a point-mass data set when degree 0)."""
+
+    coef: jax.Array  # [K, d]
+
+    def __call__(self, x, sigma, *, key=None):
+        u = jnp.log(sigma)[:, None, None]
+        return jnp.sum(self.coef[None] * u ** jnp.arange(self.coef.shape[0])[None, :, None], axis=1) + 0 * x
+
+
+def exact_for_polynomial_d(coef, x0, u0, u1):
+    """x(u1) for dx/du = x - p(u) from x(u0) = x0, by the closed form of the linear ODE (numerical quadrature of
+    e^{u1 - s} p(s) on a fine grid, float64)."""
+    s = np.linspace(u0, u1, 200001)
+    p = sum(c[None] * s[:, None] ** k for k, c in enumerate(coef))
+    integrand = np.exp(u1 - s)[:, None] * p
+    return np.exp(u1 - u0) * x0 - np.trapezoid(integrand, s, axis=0)
+
+
+@pytest.mark.parametrize("n,form", [(3, "ei"), pytest.param(3, "plain", marks=pytest.mark.slow),
+                                    pytest.param(1, "ei", marks=pytest.mark.slow),
+                                    pytest.param(6, "ei", marks=pytest.mark.slow)])
+def test_window_exact_when_d_is_a_polynomial_in_log_sigma(n, form):
+    """The exponential form integrates the linear part exactly, so a D of degree < n in u (constant for one node: a
+    point-mass data set, whose D is affine in x with zero slope) gives the exact flow with one long window at any
+    node count; the plain form does not (x itself is not a polynomial in u)."""
+    rng = np.random.default_rng(n)
+    coef = rng.standard_normal((n, 3))
+    sig = np.array([80.0, 0.05])
+    x_t = 80.0 * rng.standard_normal((2, 3))
+    want = np.stack([exact_for_polynomial_d(coef, x, np.log(80.0), np.log(0.05)) for x in x_t])
+    with x64():
+        den = PolynomialInU(jnp.asarray(coef))
+        out = colloc(den, jnp.asarray(x_t), jnp.asarray(sig), colloc_nodes=n, colloc_windows=1, colloc_iters=2,
+                     colloc_form=form)
+    err = np.abs(np.asarray(out.x0) - want).max() / np.abs(want).max()
+    assert err < 1e-8 if form == "ei" else err > 1e-3, err
+
+
+@pytest.mark.slow
+def test_warm_starts_change_the_rounds_not_the_fixed_point():
+    sig = karras_sigmas(8)
+    with x64():
+        den = separated_mixture()
+        x_t = jnp.asarray(80.0 * np.random.default_rng(5).standard_normal((2, 16)))
+        runs = {warm: colloc(den, x_t, jnp.asarray(sig), colloc_windows=6, colloc_nodes=8, colloc_tol=1e-11,
+                             colloc_warm=warm) for warm in (True, False)}
+    np.testing.assert_allclose(np.asarray(runs[True].x0), np.asarray(runs[False].x0), rtol=0, atol=1e-9)
+    assert int(runs[True].rounds) < int(runs[False].rounds)
+
+
+@pytest.mark.slow
+def test_windows_adapt_to_the_roughness_of_the_flow():
+    """Adaptive windows are short where the mixture's modes separate (sigma near the component spread) and long at
+    large and small sigma; a smooth (Gaussian) data set at the same tolerance takes fewer windows."""
+    sig = karras_sigmas(8)
+    with x64():
+        den = separated_mixture()
+        x_t = jnp.asarray(80.0 * np.random.default_rng(3).standard_normal((2, 16)))
+        rough = colloc(den, x_t, jnp.asarray(sig), colloc_tol=1e-6)
+        mu, cov = random_gaussian(16, 0)
+        smooth = colloc(GaussianDenoiser.from_cov(mu, cov), x_t, jnp.asarray(sig), colloc_tol=1e-6)
+    k = int(rough.aux["windows"])
+    starts = np.log(np.asarray(rough.aux["sigma_starts"])[: k + 1])
+    assert bool(rough.aux["finished"]) and k >= 3
+    lengths = starts[:-1] - starts[1:]
+    mid = np.exp(0.5 * (starts[:-1] + starts[1:]))
+    shortest = np.argmin(lengths)
+    assert 0.05 < mid[shortest] < 5.0, (mid, lengths)  # R = 2, std = 1/3: the modes separate there
+    assert lengths[shortest] < 0.6 * max(lengths[0], lengths[-1]), lengths
+    assert int(smooth.aux["windows"]) < k

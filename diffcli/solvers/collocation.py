@@ -28,6 +28,7 @@ SAFETY = 0.8  # next window length = SAFETY * (target / estimate)^(1 / (nodes - 
 GROWTH = (0.25, 2.5)  # bounds on the ratio of consecutive window lengths
 TAIL_SCALE = 0.01  # the error a window leaves, per unit of log-sigma, per unit of its relative spectral tail
 REJECT = 1.0
+ROUND_SHARE = 1.0
 EARLY_ROUNDS = 2  # rounds after which a window whose tail is far past the target stops (it will be rejected)
 EARLY_FACTOR = 2.0  # ... far past: this many times the target
 REJECT_SHRINK = 0.5  # a rejected window's retry is at most this fraction of its length
@@ -150,6 +151,7 @@ class Loop(NamedTuple):
     attempts: jax.Array
     rounds: jax.Array
     bad: jax.Array
+    starts: jax.Array  # [MAX_WINDOWS] log-sigma where each accepted window began (u_end past the last)
 
 
 def sample_collocation(denoiser, x_T, sigmas, *, key=None, **options):
@@ -198,7 +200,7 @@ def sample_collocation(denoiser, x_T, sigmas, *, key=None, **options):
 
     def body(state):
         h = jnp.maximum(state.h, u_end - state.u) if adaptive else state.h
-        wtol = None if round_tol is None else share * jnp.abs(h)
+        wtol = None if round_tol is None else ROUND_SHARE * share * jnp.abs(h)
         win = solve_window(denoiser, state.x, state.u, h, guess_states(state, state.x, h), opts.colloc_form,
                            key=key, tag=state.attempts, iters=iters, tol=wtol,
                            tail_limit=EARLY_FACTOR * share if adaptive and wtol is not None else None)
@@ -215,17 +217,19 @@ def sample_collocation(denoiser, x_T, sigmas, *, key=None, **options):
         x = jnp.where(ok, win.end, state.x)
         return Loop(x, jnp.where(ok, state.u + h, state.u), h_next, jnp.where(ok, win.dvals, state.dprev),
                     jnp.where(ok, h, state.h_prev), state.accepted + ok.astype(jnp.int32), state.attempts + 1,
-                    state.rounds + win.rounds, first_nonfinite(state.bad, state.attempts, win.end))
+                    state.rounds + win.rounds, first_nonfinite(state.bad, state.attempts, win.end),
+                    state.starts.at[state.accepted].set(jnp.where(ok, state.u, state.starts[state.accepted])))
 
     zero = jnp.asarray(0, jnp.int32)
     init = Loop(x_T, u_start, h0, jnp.zeros((n,) + x_T.shape, dtype), h0, zero, zero, zero,
-                jnp.asarray(-1, jnp.int32))
+                jnp.asarray(-1, jnp.int32), jnp.full((MAX_WINDOWS,), u_end, dtype))
     out = jax.lax.while_loop(cond, body, init)
     x = out.x
     to_zero = sig[-1] == 0
     x = jax.lax.cond(to_zero, lambda y: call_denoiser(denoiser, y, s_min, key, out.attempts * n), lambda y: y, x)
     bad = jnp.where((out.bad < 0) & ~jnp.all(jnp.isfinite(x)), out.attempts, out.bad)
     final = to_zero.astype(jnp.int32)
+    finished = (out.u - u_end <= 1e-9 * jnp.abs(span)) if adaptive else out.accepted == windows
     aux = {"nonfinite_step": bad, "windows": out.accepted, "rejected": out.attempts - out.accepted,
-           "finished": (out.u - u_end <= 1e-9 * jnp.abs(span)) if adaptive else out.accepted == windows}
+           "sigma_starts": jnp.exp(out.starts), "finished": finished}
     return SampleResult(x, out.rounds * n + final, out.rounds + final, aux)
