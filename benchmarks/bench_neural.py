@@ -228,12 +228,35 @@ def rounds_at(rows: list[dict], target: float):
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 
-def run(args) -> dict:
+def cpu_name() -> str:
+    """The CPU model (/proc/cpuinfo on Linux), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def use_compile_cache() -> None:
+    """A persistent compilation cache (per CPU model, as the tests keep theirs): a rerun skips the U-Net compiles."""
+    import jax
+
+    cpu = cpu_name()
+    base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "diffcli-bench-jax")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(base, "".join(c if c.isalnum() else "_" for c in cpu)))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def run(args, save=lambda res: None) -> dict:
     import jax
 
     from diffcli.denoisers.neural import load_neural
     from diffcli.models.saved import load_model
 
+    use_compile_cache()
     t0 = time.perf_counter()
     model = args.model or (DEFAULT_MODEL if os.path.isfile(DEFAULT_MODEL) else None)
     trained_here = model is None
@@ -243,8 +266,7 @@ def run(args) -> dict:
     shape = tuple(config.shape)
     den = load_neural(model, shape)
     res = {"benchmark": "neural", "quick": args.quick,
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (2-core AMD EPYC), "
-                      f"JAX {jax.__version__} on {jax.default_backend()}",
+           "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}",
            "load_average_at_start": os.getloadavg(),
            "network": {"model": os.path.relpath(model, HERE) if not trained_here else "trained here",
                        "trained_here": trained_here, "shape": list(shape), "config": config.to_json(),
@@ -254,15 +276,15 @@ def run(args) -> dict:
     for part in parts:
         t = time.perf_counter()
         if part == "picard":
-            res["picard"] = part_picard(den, shape, steps=1000, n=2 if args.quick else 4)
+            res["picard"] = part_picard(den, shape, steps=1000, n=1 if args.quick else 4)
         elif part == "las":
             res["las"] = part_las(den, shape, loss_log(model), ks=KS[:3] if args.quick else KS,
                                   n=16 if args.quick else 64, ref_steps=1000)
         elif part == "colloc":
             res["colloc"] = part_colloc(den, shape, n=4 if args.quick else 8, ref_steps=1000,
-                                        ladder=(8, 16, 32, 64, 128, 256) if args.quick
-                                        else (8, 16, 32, 64, 128, 256, 512, 1000))
+                                        ladder=(16, 64, 256) if args.quick else (16, 32, 64, 128, 256, 512))
         res["timings_s"][part] = round(time.perf_counter() - t, 1)
+        save(res)  # each part as it ends: a long run that is stopped keeps what it measured
     res["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -307,16 +329,33 @@ def main():
     ap.add_argument("--model", help="a model file from diffcli train (its STEM.loss.csv beside it)")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma list of: " + ", ".join(PARTS))
     ap.add_argument("--out", help="JSON file (default benchmarks/results/neural.json, neural_quick.json)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other parts already in --out (a run in pieces on the same network)")
     args = ap.parse_args()
     bad = [p for p in args.parts.split(",") if p not in PARTS]
     if bad:
         ap.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
-    res = run(args)
-    print_table(res)
     out = args.out or os.path.join(HERE, "results", "neural_quick.json" if args.quick else "neural.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(res, f, indent=2, default=float)
+
+    earlier = {}
+    if args.merge and os.path.isfile(out):
+        with open(out) as f:
+            earlier = json.load(f)
+
+    def save(res):
+        doc = res
+        if earlier.get("network", {}).get("config") == res["network"]["config"]:
+            doc = {**earlier, **res, "timings_s": {**earlier.get("timings_s", {}), **res["timings_s"]}}
+        with open(out, "w") as f:
+            json.dump(doc, f, indent=2, default=float)
+
+    res = run(args, save)
+    save(res)
+    if earlier and args.merge:
+        with open(out) as f:
+            res = json.load(f)
+    print_table(res)
     print(f"\n-> {out}")
 
 
