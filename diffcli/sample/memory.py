@@ -9,7 +9,15 @@ import jax
 
 
 def process_peak_rss() -> int:
-    """The process's peak resident set in bytes (ru_maxrss is kilobytes on Linux, bytes on macOS)."""
+    """The process's peak resident set in bytes: Linux's VmHWM (this program's own, whereas ru_maxrss keeps the
+    peak of the process it was forked from), else getrusage's ru_maxrss (kilobytes on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
