@@ -20,6 +20,7 @@ class DdpmOptions(Options):
 
 
 PICARD_TOL = 1e-3  # --picard-rule window: final relative distance to the sequential sample
+PICARD_PARADIGMS_TOL = 0.1  # --picard-rule paradigms: ParaDiGMS's own default tolerance
 PICARD_WINDOW_FRACTION = 2  # --picard-rule window: W = ceil(steps / 2) points per round
 PICARD_BLOCK = 32  # --picard-rule blocks: steps per block when neither --picard-blocks nor --picard-window is given
 COLLOC_TOL = 1e-4  # collocation: final relative distance to the exact PF-ODE solution
@@ -29,7 +30,7 @@ COLLOC_MAX_ROUNDS = 64  # collocation: round cap per window when the tolerance s
 
 @dataclass(frozen=True)
 class PicardOptions(Options):
-    """Picard defaults (measured best in benchmarks/bench_solvers.py): a sliding window over half the grid,
+    """Picard defaults (measured best in benchmarks/bench_picard.py): a sliding window over half the grid,
     quasi-Newton rounds, and a tolerance of 1e-3 on the final relative distance to the sequential sample."""
 
     TOL_SAFETY: ClassVar[float] = 10.0  # per-point relative change accepted = picard_tol / TOL_SAFETY (docs/picard.md)
@@ -37,33 +38,40 @@ class PicardOptions(Options):
     picard_mode: str = option("sde", help="The sequential sampler Picard converges to: sde (ddpm) or ode (euler).",
                               choices=("sde", "ode"))
     picard_rule: str | None = option(
-        None, kind=str, choices=("window", "blocks"),
-        help="window: slide past the points that met --picard-tol (ParaDiGMS); blocks: fixed rounds per block "
-             "(PIADM). Default: blocks when --picard-blocks or --picard-iters is given, else window.")
+        None, kind=str, choices=("window", "blocks", "paradigms"),
+        help="window: diffcli's sliding window with a final-error tolerance; blocks: fixed rounds per block (PIADM); "
+             "paradigms: ParaDiGMS's own iteration. Default: blocks when --picard-blocks or --picard-iters is given, "
+             "else window.")
     picard_tol: float | None = option(
         None, kind=float, positive=True,
         help=f"Window rule: the final relative distance to the sequential sample, ||x - x_seq|| / ||x_seq|| per "
-             f"sample (default {PICARD_TOL:g}).")
+             f"sample (default {PICARD_TOL:g}); paradigms rule: ParaDiGMS's tolerance on ||dx||^2 / (dim var) "
+             f"(default {PICARD_PARADIGMS_TOL:g}).")
     picard_window: int | None = option(
         None, kind=int, minimum=1,
-        help=f"Points refined per round (default: window rule ceil(steps / {PICARD_WINDOW_FRACTION}), blocks rule "
-             f"{PICARD_BLOCK}).")
+        help=f"Points refined per round (default: window and paradigms rules ceil(steps / {PICARD_WINDOW_FRACTION}), "
+             f"blocks rule {PICARD_BLOCK}).")
     picard_blocks: int | None = option(None, kind=int, minimum=1,
                                        help="Blocks rule: split the grid into this many blocks.")
     picard_iters: int | None = option(None, kind=int, minimum=1,
                                       help="Blocks rule: rounds per block (default ceil(log(d / 1e-4))).")
-    picard_newton: bool = option(True, help="Quasi-Newton rounds (secant slope of D): the fewest rounds.")
+    picard_newton: bool | None = option(
+        None, kind=bool, help="Quasi-Newton rounds (secant slope of D): the fewest rounds (default on; window and "
+                              "blocks rules).")
     picard_anderson: int = option(0, minimum=0, help="Anderson memory M (0 = off); --picard-newton needs fewer rounds.")
 
     def __post_init__(self):
         super().__post_init__()
         rule = self.rule()
-        if rule == "window":
+        if rule in ("window", "paradigms"):
             given = [name for name in ("picard_blocks", "picard_iters") if getattr(self, name) is not None]
             if given:
                 raise UsageError(f"{flag_name(given[0])} belongs to --picard-rule blocks; drop it or choose that rule.")
         elif self.picard_tol is not None:
-            raise UsageError("--picard-tol belongs to --picard-rule window (blocks run fixed rounds); drop one.")
+            raise UsageError("--picard-tol belongs to the window and paradigms rules (blocks run fixed rounds).")
+        if rule == "paradigms" and (self.picard_newton or self.picard_anderson):
+            raise UsageError("--picard-rule paradigms runs ParaDiGMS's plain rounds; drop --picard-newton and "
+                             "--picard-anderson.")
         if self.picard_blocks is not None and self.picard_window is not None:
             raise UsageError("--picard-blocks and --picard-window both size the blocks; give one of them.")
 
@@ -72,8 +80,16 @@ class PicardOptions(Options):
             return self.picard_rule
         return "blocks" if self.picard_blocks is not None or self.picard_iters is not None else "window"
 
+    def newton(self) -> bool:
+        """Quasi-Newton rounds: on unless turned off, never for the paradigms rule."""
+        if self.picard_newton is not None:
+            return self.picard_newton
+        return self.rule() != "paradigms"
+
     def tolerance(self) -> float:
-        return PICARD_TOL if self.picard_tol is None else self.picard_tol
+        if self.picard_tol is not None:
+            return self.picard_tol
+        return PICARD_PARADIGMS_TOL if self.rule() == "paradigms" else PICARD_TOL
 
     def window_size(self, steps: int) -> int:
         """Points per round on a grid of `steps` steps."""

@@ -17,6 +17,14 @@ import jax.numpy as jnp
 from diffcli.errors import UsageError
 from diffcli.solvers.base import SampleResult, per_sample_normal
 from diffcli.solvers.options import PicardOptions
+from diffcli.solvers.paradigms import (
+    copy_starts,
+    grid_values,
+    paradigms_accepted,
+    paradigms_round,
+    paradigms_stride,
+    vp_scale,
+)
 from diffcli.solvers.steps import call_points, check_sigmas, ddim_coefficients
 
 MODES = {"sde": 1.0, "ode": 0.0}  # picard_mode -> DDIM eta of the underlying sequential step
@@ -47,6 +55,8 @@ class PicardState(NamedTuple):
     block_round: jax.Array  # int32, rounds spent on the current block (blocks rule)
     xs: jax.Array  # [W+1, B, ...]
     rounds: jax.Array  # int32
+    evals: jax.Array  # int32, denoiser evaluations made (rows of the batched calls, per sample)
+    points: jax.Array  # int32, real window points refined (ParaDiGMS's count)
     bad: jax.Array  # int32, first step whose state was NaN/inf, or -1
     anderson: Anderson | None
     secant: Secant | None
@@ -55,10 +65,10 @@ class PicardState(NamedTuple):
 class Plan(NamedTuple):
     """The static settings of one run, resolved from PicardOptions and the grid."""
 
-    rule: str  # "window" (slide past accepted points) or "blocks" (fixed rounds per block)
+    rule: str  # "window" (slide past accepted points), "blocks" (fixed rounds per block) or "paradigms"
     window: int  # W, points refined per round
     iters: int  # blocks rule: rounds per block
-    point_tol: float  # window rule: accepted relative change of a point (picard_tol / TOL_SAFETY)
+    point_tol: float  # window rule: accepted relative change of a point; paradigms: its tolerance
     memory: int  # Anderson memory (0 = off)
     newton: bool
     eta: float  # 1 = DDPM (sde), 0 = Euler (ode)
@@ -104,15 +114,45 @@ def step_maps(start, count: int, sig, x0, *, key, eta):
     return r, n * window_noise(key, j, x0, eta), j
 
 
-def picard_round(denoiser, xs, start, sig, *, key, eta, history=None):
+def bucket_sizes(w: int) -> tuple[int, ...]:
+    """The batch sizes (in points) a round may call the denoiser with: W and the powers of two below it."""
+    return tuple(sorted({w} | {1 << k for k in range(max(w - 1, 0).bit_length())}))
+
+
+def call_window(denoiser, xs, start, active, sig, key):
+    """(D [W, B, ...] at the window's first `active` points, zeros after them; the evaluations made per sample).
+
+    One batched call of the smallest bucket size that holds the active points, its spare rows repeating the last
+    active point: no call is made past the grid's last step, and the spare rows are fewer than the active ones."""
+    w = xs.shape[0] - 1
+    k = sig.shape[0] - 1
+    sizes = bucket_sizes(w)
+
+    def branch(b):
+        def run(xs):
+            i = jnp.minimum(jnp.arange(b), active - 1)
+            j = jnp.minimum(start + i, k - 1)
+            d = call_points(denoiser, xs[i], sig[j], key, j)
+            return jnp.concatenate([d, jnp.zeros((w - b,) + d.shape[1:], d.dtype)])
+        return run
+
+    table = jnp.asarray(sizes, jnp.int32)
+    which = jnp.searchsorted(table, active).astype(jnp.int32)  # the smallest size >= active
+    if len(sizes) == 1:
+        return branch(w)(xs), table[0]
+    return jax.lax.switch(which, [branch(b) for b in sizes], xs), table[which]
+
+
+def picard_round(denoiser, xs, start, sig, *, key, eta, history=None, d=None):
     """One round on the window states xs [W+1, B, ...] (xs[0] = state at step `start`) -> (new states [W+1, ...],
-    the denoiser values D [W, B, ...] at xs[:-1]). A window may overhang the last step.
+    the denoiser values D [W, B, ...] at xs[:-1], or the given d). Steps past the grid's end are the identity.
 
     With history = (x_prev, d_prev, known) from the last round at the same steps, D is linearised around xs with a
     per-sample secant slope (quasi-Newton): the prefix then carries how a change of x_j moves D(x_j) too."""
     w = xs.shape[0] - 1
     r, noise, j = step_maps(start, w, sig, xs[0], key=key, eta=eta)
-    d = call_points(denoiser, xs[:-1], sig[j], key, j)
+    if d is None:
+        d = call_points(denoiser, xs[:-1], sig[j], key, j)
     lam = 0.0 if history is None else secant_slopes(xs[:-1], d, *history)  # 0: plain Picard (D frozen)
     a, c = r + (1.0 - r) * lam, (1.0 - r) * (d - lam * xs[:-1]) + noise
     return jnp.concatenate([xs[:1], affine_prefix(xs[0], a, c)]), d
@@ -207,13 +247,29 @@ def anderson_mix(memory: Anderson, new, xs, weight, stride, w: int):
     return mixed, shifted
 
 
+def paradigms_step(state: PicardState, plan: Plan, sig, key, d, active, evals) -> PicardState:
+    """ParaDiGMS's round and window move (diffcli/solvers/paradigms.py), on the same state as diffcli's rules."""
+    r, noise, _ = step_maps(state.start, plan.window, sig, state.xs[0], key=key, eta=plan.eta)
+    new = paradigms_round(state.xs, d, r, noise, state.start, sig)
+    stride = paradigms_stride(paradigms_accepted(new, state.xs, state.start, sig), plan.point_tol, active,
+                              plan.window)
+    xs = copy_starts(new, state.start, stride, active, sig)
+    return state._replace(start=jnp.minimum(state.start + stride, plan.steps).astype(jnp.int32), xs=xs,
+                          rounds=state.rounds + 1, evals=state.evals + evals, points=state.points + active,
+                          bad=first_bad_point(new, state.start, state.bad))
+
+
 def picard_step(denoiser, state: PicardState, plan: Plan, sig, key) -> PicardState:
     """One round and the window's advance: refine the window, move it by window_stride, and fill the points that
     enter it with a frozen-denoiser extrapolation of its last state."""
     w = plan.window
     idx = jnp.arange(w + 1, dtype=jnp.int32)
+    active = jnp.minimum(w, plan.steps - state.start).astype(jnp.int32)  # the window's points at real steps
+    d, evals = call_window(denoiser, state.xs, state.start, active, sig, key)
+    if plan.rule == "paradigms":
+        return paradigms_step(state, plan, sig, key, d, active, evals)
     history = None if state.secant is None else (state.secant.x[:-1], state.secant.d[:-1], state.secant.known[:-1])
-    new, d = picard_round(denoiser, state.xs, state.start, sig, key=key, eta=plan.eta, history=history)
+    new, d = picard_round(denoiser, state.xs, state.start, sig, key=key, eta=plan.eta, history=history, d=d)
     bad = first_bad_point(new, state.start, state.bad)
     stride = window_stride(state, new, plan)
     src = jnp.minimum(idx + stride, w)
@@ -229,13 +285,17 @@ def picard_step(denoiser, state: PicardState, plan: Plan, sig, key) -> PicardSta
     if secant is not None:  # each point's state and D this round, for next round's secant at the same step
         secant = Secant(state.xs[src], jnp.concatenate([d, d[-1:]])[src], idx + stride < w)
     block_round = jnp.where(stride > 0, 0, state.block_round + 1).astype(jnp.int32)
-    return PicardState(state.start + stride, block_round, jnp.concatenate([nxt, ahead])[idx + stride],
-                       state.rounds + 1, bad, anderson, secant)
+    start = jnp.minimum(state.start + stride, plan.steps).astype(jnp.int32)
+    return PicardState(start, block_round, jnp.concatenate([nxt, ahead])[idx + stride], state.rounds + 1,
+                       state.evals + evals, state.points + active, bad, anderson, secant)
 
 
-def initial_state(x_T, plan: Plan) -> PicardState:
-    """Every window point starts at x_T; memories start empty."""
+def initial_state(x_T, plan: Plan, sig) -> PicardState:
+    """Every window point starts at x_T (paradigms: at x_T in VP scaling, as ParaDiGMS does); memories start empty."""
     xs = jnp.broadcast_to(x_T, (plan.window + 1,) + x_T.shape)
+    if plan.rule == "paradigms":
+        s = grid_values(vp_scale(sig), 0, plan.window + 1)
+        xs = (s[0] / s).reshape((-1,) + (1,) * x_T.ndim) * xs
     zero = jnp.asarray(0, jnp.int32)
     anderson = secant = None
     if plan.memory:
@@ -243,7 +303,7 @@ def initial_state(x_T, plan: Plan) -> PicardState:
         anderson = Anderson(hist, hist, xs, jnp.zeros_like(xs), jnp.ones(plan.window + 1, bool))
     if plan.newton:
         secant = Secant(xs, jnp.zeros_like(xs), jnp.zeros(plan.window + 1, bool))
-    return PicardState(zero, zero, xs, zero, jnp.asarray(-1, jnp.int32), anderson, secant)
+    return PicardState(zero, zero, xs, zero, zero, zero, jnp.asarray(-1, jnp.int32), anderson, secant)
 
 
 def make_plan(opts: PicardOptions, steps: int, dim: int) -> Plan:
@@ -253,9 +313,8 @@ def make_plan(opts: PicardOptions, steps: int, dim: int) -> Plan:
     if rule == "blocks":
         # more than w rounds on a block of w steps cannot change it: after m rounds its first m steps are exact
         iters = min(w, opts.picard_iters if opts.picard_iters is not None else paper_iters(dim))
-    tol = opts.tolerance() if rule == "window" else 0.0
-    return Plan(rule, w, iters, tol / opts.TOL_SAFETY, opts.picard_anderson or 0, opts.picard_newton,
-                MODES[opts.picard_mode], steps)
+    tol = {"window": opts.tolerance() / opts.TOL_SAFETY, "paradigms": opts.tolerance()}.get(rule, 0.0)
+    return Plan(rule, w, iters, tol, opts.picard_anderson or 0, opts.newton(), MODES[opts.picard_mode], steps)
 
 
 def sample_picard(denoiser, x_T, sigmas, *, key, **options):
@@ -267,5 +326,5 @@ def sample_picard(denoiser, x_T, sigmas, *, key, **options):
     sig = jnp.asarray(sigmas, x_T.dtype)
     plan = make_plan(opts, int(sig.shape[0]) - 1, math.prod(x_T.shape[1:]))
     state = jax.lax.while_loop(lambda s: s.start < plan.steps, lambda s: picard_step(denoiser, s, plan, sig, key),
-                               initial_state(x_T, plan))
-    return SampleResult(state.xs[0], state.rounds * plan.window, state.rounds, {"nonfinite_step": state.bad})
+                               initial_state(x_T, plan, sig))
+    return SampleResult(state.xs[0], state.evals, state.rounds, {"nonfinite_step": state.bad, "points": state.points})
