@@ -201,3 +201,75 @@ def test_packaged_manifests_equal_repository_copies():
         for lay in m.layouts:
             for e in lay.entries:
                 assert e.md5 is None or (len(e.md5) == 32 and int(e.md5, 16) >= 0)
+
+
+def streamed(ds):
+    """(train rows, labels, held-out rows, held-out labels) of a dataset read through its chunks."""
+    parts = list(ds.chunks(2))
+    held, held_labels = ds.heldout_rows()
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), held, held_labels)
+
+
+@pytest.mark.parametrize("archive", [False, True])
+@pytest.mark.parametrize("spec, limit", [("cifar10", None), ("cifar10", 7), ("cifar10:class=3", None)])
+def test_cifar_stream_equals_load(tmp_path, archive, spec, limit):
+    from diffcli.data import stream_dataset
+    from diffcli.data.base import StreamedDataset
+
+    make_cifar(tmp_path / "c", per_batch=6, archive=archive)
+    ds = load_dataset(spec, root=str(tmp_path / "c"), limit=limit)
+    st = stream_dataset(spec, root=str(tmp_path / "c"), limit=limit)
+    assert isinstance(st, StreamedDataset) or len(ds.heldout) == 0
+    got = streamed(st)
+    for a, b in zip(got, (ds.train, ds.labels, ds.heldout, ds.heldout_labels), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert st.n == len(ds.train) and st.spec == ds.spec and st.info == ds.info
+
+
+@pytest.mark.parametrize("spec, limit", [("imagenet64", None), ("imagenet64", 5), ("imagenet64:class=0", None)])
+def test_imagenet_stream_equals_load(tmp_path, spec, limit):
+    from diffcli.data import stream_dataset
+    from diffcli.data.base import StreamedDataset
+
+    make_imagenet_npz(tmp_path / "in", sizes=(5, 4), n_val=3)
+    if "class" in spec:  # class 0 (label 1) in both splits
+        for p in sorted((tmp_path / "in").rglob("*.npz")):
+            with np.load(p) as z:
+                data, labels = z["data"], z["labels"].copy()
+            labels[::2] = 1
+            np.savez_compressed(p, data=data, labels=labels)  # compressed members stream as well
+    ds = load_dataset(spec, root=str(tmp_path / "in"), limit=limit)
+    st = stream_dataset(spec, root=str(tmp_path / "in"), limit=limit)
+    assert isinstance(st, StreamedDataset)
+    got = streamed(st)
+    for a, b in zip(got, (ds.train, ds.labels, ds.heldout, ds.heldout_labels), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert st.n == len(ds.train) and st.spec == ds.spec
+
+
+def test_imagenet_heldout_cap_and_cli_build(tmp_path, monkeypatch):
+    """The held-out subset of a large validation set is the official one; `index-build --dataset imagenet64
+    --root DIR` streams the batches into an index that keeps the labels."""
+    from typer.testing import CliRunner
+
+    from diffcli.cli import app
+    from diffcli.data import stream_dataset
+    from diffcli.data.importers import imagenet64
+    from diffcli.index import open_index
+
+    make_imagenet_npz(tmp_path / "in", sizes=(6, 5), n_val=7)
+    monkeypatch.setattr(imagenet64, "HELDOUT_CAP", 4)  # 4 of the 7 validation rows
+    full = load_dataset("imagenet64", root=str(tmp_path / "in"))
+    assert len(full.heldout) == 4
+    held, held_labels = stream_dataset("imagenet64", root=str(tmp_path / "in")).heldout_rows()
+    np.testing.assert_array_equal(held, full.heldout)
+    np.testing.assert_array_equal(held_labels, full.heldout_labels)
+    out = tmp_path / "i.h5"
+    res = CliRunner().invoke(app, ["index-build", "--dataset", "imagenet64", "--root", str(tmp_path / "in"),
+                                   "--out", str(out), "--no-coarse", "--json"])
+    assert res.exit_code == 0, res.output
+    idx = open_index(out)
+    np.testing.assert_array_equal(idx.labels, full.labels)
+    np.testing.assert_array_equal(idx.images, full.train)
+    np.testing.assert_array_equal(idx.heldout, full.heldout)
+    assert idx.n == 11

@@ -163,8 +163,10 @@ def _fill(f, dataset, shape, report, coarse) -> None:
         "residual_variance": stats["residual_variance"],
         "content_sha256": hasher.hexdigest(),
         "diffcli_version": __version__,
-        **{k: v for k, v in dataset.info.items() if isinstance(v, (str, int, float))},
     }
+    # the dataset's own attributes never replace the index's ("format": "npz" is kept as "source_format")
+    attrs.update({(f"source_{k}" if k in attrs else k): v for k, v in dataset.info.items()
+                  if isinstance(v, (str, int, float))})
     if "classes" in dataset.info:
         attrs["classes"] = np.array(dataset.info["classes"], dtype=object).astype("S")
     for key, value in attrs.items():

@@ -92,20 +92,58 @@ def archive_source(path):
     return read
 
 
-def load(params, *, root=None, limit=None):
-    """CIFAR-10: 50k/10k 32x32 RGB, 10 classes."""
+def _source(params, root):
     check_params("cifar10", params, ("class",))
     root = dataset_root("cifar10", root)
     folder, archive = os.path.join(root, FOLDER), os.path.join(root, ARCHIVE)
     if os.path.isdir(folder):
-        source = folder_source(folder)
-    elif os.path.isfile(archive):
-        source = archive_source(archive)
-    else:
-        raise not_prepared("cifar10", root, f"{FOLDER}/ or {ARCHIVE}")
+        return root, folder_source(folder)
+    if os.path.isfile(archive):
+        return root, archive_source(archive)
+    raise not_prepared("cifar10", root, f"{FOLDER}/ or {ARCHIVE}")
+
+
+def load(params, *, root=None, limit=None):
+    """CIFAR-10: 50k/10k 32x32 RGB, 10 classes."""
+    root, source = _source(params, root)
     train, train_labels = read_batches(source, TRAIN, limit)
     test, test_labels = read_batches(source, TEST, limit)
     train, train_labels = keep_class(params, train, train_labels, CLASSES)
     test, test_labels = keep_class(params, test, test_labels, CLASSES)
     return official_split("cifar10", spec_of("cifar10", params), train, train_labels, test, test_labels,
                           info={"source": root, "classes": list(CLASSES)})
+
+
+def stream_batches(source, names, limit, params):
+    """(images, labels) of each batch in turn, cut at `limit` records and filtered by `class=K` as `load` does."""
+    left = limit
+    for name in names:
+        if left is not None and left <= 0:
+            return
+        img, lab = parse_records(source(name), name, left)
+        left = None if left is None else left - len(img)
+        yield keep_class(params, img, lab, CLASSES)
+
+
+def stream(params, *, root=None, limit=None):
+    """CIFAR-10 one 10,000-record batch at a time (the rows and split of `load`); the test batch is the held-out
+    set, read whole. A class filter that leaves no test image falls back to `load` (a held-out split of train)."""
+    from diffcli.data.base import StreamedDataset
+
+    root, source = _source(params, root)
+    test, test_labels = read_batches(source, TEST, limit)
+    test, test_labels = keep_class(params, test, test_labels, CLASSES)
+    if len(test) == 0:
+        return load(params, root=root, limit=limit)
+    n = sum(len(lab) for _, lab in stream_batches(source, TRAIN, limit, params))
+    if n == 0:
+        raise DiffcliError(f"dataset '{spec_of('cifar10', params)}' has no training images after filtering.")
+
+    def read(size):
+        for img, lab in stream_batches(source, TRAIN, limit, params):
+            for lo in range(0, len(img), size):
+                yield img[lo:lo + size], lab[lo:lo + size]
+
+    return StreamedDataset(spec=spec_of("cifar10", params), kind="image", shape=(3, 32, 32), n=n, labelled=True,
+                           read=read, heldout=lambda: (test, test_labels), n_heldout=len(test),
+                           info={"source": root, "classes": list(CLASSES)})

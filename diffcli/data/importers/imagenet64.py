@@ -19,6 +19,7 @@ from diffcli.errors import DiffcliError
 
 NAME = "imagenet64"
 N_CLASSES = 1000
+HELDOUT_CAP = 10000  # held-out rows: a fixed subset of the 50,000 validation images
 
 
 def batch_files(root: str) -> tuple[list[str], list[str]]:
@@ -145,7 +146,7 @@ def load(params, *, root=None, limit=None):
         train, train_labels = keep_class(params, train, train_labels, classes)
         test, test_labels = keep_class(params, test, test_labels, classes)
         return official_split(NAME, spec, train, train_labels, test, test_labels,
-                              info={"source": root, "format": "npz"})
+                              info={"source": root, "format": "npz"}, cap=HELDOUT_CAP)
     location = edm_location(root)
     if location is None:
         raise not_prepared(NAME, root, "train_data_batch_*.npz, dataset.json or one EDM .zip")
@@ -153,3 +154,114 @@ def load(params, *, root=None, limit=None):
     if labels is not None:
         images, labels = keep_class(params, images, labels, classes)
     return split_arrays(NAME, spec, "image", images, labels, info={"source": location, "format": "edm"})
+
+
+def npz_rows(path: str, size: int, res: int = 64):
+    """The rows of an npz batch's 'data' array, `size` at a time (uint8 [m, 3, res, res]), read straight from its
+    zip member so that a 1.6 GB batch is never whole in memory."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open("data.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            if dtype != np.uint8 or len(shape) != 2 or shape[1] != 3 * res * res or fortran:
+                raise DiffcliError(f"'{path}' does not hold uint8 rows of 3x{res}x{res} pixels with one label each.")
+            for lo in range(0, shape[0], size):
+                m = min(size, shape[0] - lo)
+                raw = f.read(m * shape[1])
+                if len(raw) != m * shape[1]:
+                    raise EOFError
+                yield np.frombuffer(raw, np.uint8).reshape(m, 3, res, res)
+    except KeyError:
+        raise DiffcliError(f"'{path}' has no 'data' and 'labels' arrays; it is not an ImageNet-64 npz batch.") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        raise DiffcliError(f"'{path}' is truncated, damaged or holds pickled objects; download it again.") from None
+
+
+def npz_labels(path: str) -> np.ndarray:
+    """The 0-based labels of an npz batch, checked as `read_npz_batch` checks them (without reading the rows)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            labels = np.asarray(z["labels"]).astype(np.int64).reshape(-1)
+    except KeyError:
+        raise DiffcliError(f"'{path}' has no 'data' and 'labels' arrays; it is not an ImageNet-64 npz batch.") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        raise DiffcliError(f"'{path}' is truncated, damaged or holds pickled objects; download it again.") from None
+    if len(labels) != npz_count(path):
+        raise DiffcliError(f"'{path}' does not hold uint8 rows of 3x64x64 pixels with one label each.")
+    if labels.size and (labels.min() < 1 or labels.max() > N_CLASSES):
+        raise DiffcliError(f"'{path}' has labels outside 1..{N_CLASSES}.")
+    return labels - 1
+
+
+def stream_npz(paths, limit, wanted, size):
+    """(rows, labels) chunks of the npz batches in order, cut at `limit` rows, keeping the rows where
+    `wanted(labels)` is true."""
+    left = limit
+    for path in paths:
+        if left is not None and left <= 0:
+            return
+        labels = npz_labels(path)[:left]
+        lo = 0
+        for rows in npz_rows(path, size):
+            rows = rows[:len(labels) - lo]
+            if len(rows) == 0:
+                break
+            lab = labels[lo:lo + len(rows)]
+            keep = wanted(lab)
+            yield rows[keep], lab[keep]
+            lo += len(rows)
+        left = None if left is None else left - len(labels)
+
+
+def stream(params, *, root=None, limit=None):
+    """ImageNet-64 npz batches read in chunks (the rows, labels and split of `load`); the held-out set is the
+    official subset of the validation batch, gathered in one streamed pass. EDM folders are read by `load`."""
+    from diffcli.data.base import StreamedDataset, split_seed
+
+    check_params(NAME, params, ("class", "res"))
+    res = int_param(params, "res", 64, minimum=4, maximum=MAX_RES)
+    root_path = dataset_root(NAME, root)
+    if not os.path.isdir(root_path):
+        raise not_prepared(NAME, root_path)
+    train_paths, val_paths = batch_files(root_path)
+    if not train_paths:
+        return load(params, root=root, limit=limit)
+    if res != 64:
+        raise DiffcliError("the ImageNet-64 npz batches are 64x64; leave res at 64 or use an EDM folder.")
+    k = int_param(params, "class", None, minimum=0)
+    if k is not None and k >= N_CLASSES:
+        raise DiffcliError(f"class={k} is out of range; this dataset has classes 0..{N_CLASSES - 1}.")
+
+    def wanted(lab):
+        return np.ones(len(lab), bool) if k is None else lab == k
+
+    def labels_of(paths):
+        left, out = limit, []
+        for path in paths:
+            if left is not None and left <= 0:
+                break
+            lab = npz_labels(path)[:left]
+            out.append(lab[wanted(lab)])
+            left = None if left is None else left - len(lab)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    n, val_labels = len(labels_of(train_paths)), labels_of(val_paths)
+    if len(val_labels) == 0:  # no held-out images (no val file, or a class filter): `load` splits train instead
+        return load(params, root=root, limit=limit)
+    if n == 0:
+        raise DiffcliError(f"dataset '{spec_of(NAME, params)}' has no training images after filtering.")
+    keep_ids = (np.sort(np.random.default_rng(split_seed(NAME)).permutation(len(val_labels))[:HELDOUT_CAP])
+                if len(val_labels) > HELDOUT_CAP else np.arange(len(val_labels)))
+
+    def heldout():
+        rows, pos = [], 0
+        for chunk, _ in stream_npz(val_paths, limit, wanted, 8192):
+            sel = keep_ids[(keep_ids >= pos) & (keep_ids < pos + len(chunk))] - pos
+            rows.append(chunk[sel])
+            pos += len(chunk)
+        return np.concatenate(rows), val_labels[keep_ids]
+
+    return StreamedDataset(spec=spec_of(NAME, params), kind="image", shape=(3, 64, 64), n=n, labelled=True,
+                           read=lambda size: stream_npz(train_paths, limit, wanted, size), heldout=heldout,
+                           n_heldout=len(keep_ids), info={"source": root_path, "format": "npz"})
