@@ -131,9 +131,11 @@ def test_class_shrinkage_reaches_the_wiener_denoiser(digits_index_path, digits_i
     res = invoke("sample", "--index", digits_index_path, "--out", tmp_path / "o", "--class", "3", "--denoiser",
                  "wiener", "--class-shrinkage", "0.25", "--steps", "1", "-n", "2", "--solver", "euler", "--json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["settings"]["class_shrinkage"] == 0.25
+    out = json.loads(res.stdout)
+    assert out["settings"]["class_shrinkage"] == 0.25 and out["class_shrinkage_used"] == {"3": 0.25}
     with h5py.File(tmp_path / "o" / "samples.h5") as f:
         samples, noise = f["samples"][...].reshape(2, -1), f["noise"][...].reshape(2, -1)
+        assert json.loads(f.attrs["settings_json"])["class_shrinkage_used"] == {"3": 0.25}
     # one Euler step from sigma_max to 0 is one denoiser call: D(x_T, sigma_max)
     from diffcli.sample.run import sigmas_for
     from diffcli.sample.settings import resolve_settings

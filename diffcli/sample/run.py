@@ -10,7 +10,7 @@ import numpy as np
 
 from diffcli import __version__
 from diffcli.errors import UsageError
-from diffcli.sample.settings import DEFAULT_STEPS, SampleSettings
+from diffcli.sample.settings import DEFAULT_STEPS, SampleSettings, uses_covariance
 
 CLUSTER_DENOISERS = ("empirical", "empirical-sharded")
 
@@ -71,8 +71,9 @@ def make_denoiser(settings: SampleSettings, sigmas, *, index_path, root, report)
 
 
 def class_denoisers(settings: SampleSettings, sigmas, *, index_path, root, report, ids):
-    """A conditional run (--class): (index path, index metadata, the class of each of `ids`, and one
-    (denoiser, its ids, its run size) per class, each denoiser over its class's rows alone (`class_rows`))."""
+    """A conditional run (--class): (index path, index metadata, the class of each of `ids`, one (denoiser, its ids,
+    its run size) per class, each denoiser over its class's rows alone (`class_rows`), and {class: the covariance
+    shrinkage used} for a denoiser that reads the class covariance, else None)."""
     from diffcli.denoisers import build_denoiser
     from diffcli.index.store import class_rows
     from diffcli.sample.classes import sample_labels
@@ -85,12 +86,13 @@ def class_denoisers(settings: SampleSettings, sigmas, *, index_path, root, repor
     every = sample_labels(run.class_, index, run.num_samples)  # refused here, before any sample is written
     labels = every[ids]
     opts = dataclasses.replace(settings.denoiser, sigmas=sigmas, seed=run.seed)
-    parts = []
+    parts, shrinkage = [], {}
     for label in np.unique(labels):
         sub = class_rows(index, int(label), shrinkage=run.class_shrinkage)
         denoiser = build_denoiser(run.denoiser, sub, opts)
         parts.append((denoiser, ids[labels == label], int(np.sum(every == label))))
-    return index_path, index.attrs, labels, parts
+        shrinkage[str(int(label))] = round(float(sub.attrs["class_shrinkage"]), 6)
+    return index_path, index.attrs, labels, parts, shrinkage if uses_covariance(run.denoiser, opts) else None
 
 
 def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=None, out_dir: str,
@@ -109,14 +111,14 @@ def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=No
     solver = get_solver(run.solver)
     sigmas = sigmas_for(settings)
     ids = shard_ids(run.num_samples, shard)
-    labels = names = None
+    labels = names = shrinkage = None
     if run.class_ is None:
         denoiser, index_path, attrs = make_denoiser(settings, sigmas, index_path=index_path, root=root,
                                                     report=report)
         parts = [(denoiser, ids, run.num_samples)]
     else:
-        index_path, attrs, labels, parts = class_denoisers(settings, sigmas, index_path=index_path, root=root,
-                                                           report=report, ids=ids)
+        index_path, attrs, labels, parts, shrinkage = class_denoisers(settings, sigmas, index_path=index_path,
+                                                                      root=root, report=report, ids=ids)
         names = class_names(attrs)
     shape, kind = tuple(int(v) for v in attrs["shape"]), attrs["kind"]
     common = dict(solver=solver, sigmas=sigmas, shape=shape, seed=run.seed, batch_size=run.batch_size,
@@ -145,6 +147,8 @@ def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=No
                     nfe=result.nfe, rounds=result.rounds)
     if names is not None:
         recorded["class_names"] = names
+    if shrinkage is not None:  # the intensity each class's covariance was shrunk by (the default is per class)
+        recorded["class_shrinkage_used"] = shrinkage
     samples_path = os.path.join(out_dir, "samples.h5")
     grid = os.path.join(out_dir, "grid.png") if kind == "image" else None
     if jax.process_index() == 0:  # every process holds the same samples; one writes them
@@ -156,7 +160,8 @@ def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=No
     from diffcli.sample.memory import peak_memory
 
     steps = max(len(sigmas) - 1, 1)
-    return {"n": len(ids), "nfe": result.nfe, "rounds": result.rounds, "seconds": round(result.seconds, 4),
+    extra = {} if shrinkage is None else {"class_shrinkage_used": shrinkage}
+    return {**extra, "n": len(ids), "nfe": result.nfe, "rounds": result.rounds, "seconds": round(result.seconds, 4),
             "seconds_per_step": round(result.seconds / steps, 6), "out": os.path.abspath(samples_path),
             "grid": None if grid is None else os.path.abspath(grid), "index": os.path.abspath(index_path),
             "peak_memory": peak_memory()}
