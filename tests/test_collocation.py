@@ -48,7 +48,7 @@ def test_diffrax_reference_matches_exact_gaussian_flow():
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("form", ["ei", "plain"])
+@pytest.mark.parametrize("form", ["ei", pytest.param("plain", marks=pytest.mark.slow)])
 def test_error_falls_exponentially_in_nodes(form):
     mu, cov = random_gaussian(6, 0)
     x_t = 80.0 * np.random.default_rng(1).standard_normal((3, 6))

@@ -26,9 +26,9 @@ MAX_WINDOWS = 256  # attempts (accepted or rejected windows) before the loop giv
 WARM_ORDER = 2  # Taylor order of the extrapolated polynomial that starts a window's rounds
 SAFETY = 0.8  # next window length = SAFETY * (target / estimate)^(1 / (nodes - 1)) * this one's
 GROWTH = (0.25, 2.5)  # bounds on the ratio of consecutive window lengths
-TAIL_SCALE = 0.01  # the error a window leaves, per unit of log-sigma, per unit of its relative spectral tail
-REJECT = 1.0
-ROUND_SHARE = 1.0
+TAIL_SCALE = 0.003  # the error a window leaves, per unit of log-sigma, per unit of its relative spectral tail
+ROUND_SHARE = 2.0  # a window's rounds stop at this many times its share of the tolerance (the change overstates
+# the error left: the rounds contract)
 EARLY_ROUNDS = 2  # rounds after which a window whose tail is far past the target stops (it will be rejected)
 EARLY_FACTOR = 2.0  # ... far past: this many times the target
 REJECT_SHRINK = 0.5  # a rejected window's retry is at most this fraction of its length
@@ -206,7 +206,7 @@ def sample_collocation(denoiser, x_T, sigmas, *, key=None, **options):
                            tail_limit=EARLY_FACTOR * share if adaptive and wtol is not None else None)
         if adaptive:
             est = spectral_tail(win.fvals, win.end)
-            ok = (est <= jnp.maximum(REJECT * share, NOISE_FLOOR * jnp.finfo(dtype).eps))
+            ok = est <= jnp.maximum(share, NOISE_FLOOR * jnp.finfo(dtype).eps)
             factor = jnp.clip(SAFETY * (share / jnp.maximum(est, jnp.finfo(dtype).tiny)) ** (1.0 / max(n - 1, 1)),
                               *GROWTH)
             factor = jnp.where(jnp.isfinite(factor), factor, GROWTH[0])
