@@ -237,7 +237,7 @@ def test_flags_fill_the_declaration_and_a_contradiction_is_one_sentence():
 
 # --- the solvers jit the wrapped network ----------------------------------------------------------------------------
 
-SOLVER_NAMES = ("euler", "heun", "ddpm", "dpmpp-2m", "picard", "collocation")
+SOLVER_NAMES = ("euler", "heun", "ddpm", "dpmpp-2m", "dpmpp-3m", "unipc", "picard", "collocation")
 SOLVER_SIGMAS = np.concatenate([np.geomspace(80.0, 0.02, 6), [0.0]])  # inside the DDPM table's sigmas
 
 
