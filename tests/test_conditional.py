@@ -137,10 +137,11 @@ def test_bad_class_is_one_sentence_and_no_folder(which, spec, words, digits_inde
     assert not out.exists()
 
 
-def test_class_3_samples_look_like_3s(digits_index_path, digits_index, tmp_path):
+@pytest.mark.parametrize("denoiser", ["empirical", "wiener"])  # a memorising one; a generalising one (shrunk)
+def test_class_3_samples_look_like_3s(denoiser, digits_index_path, digits_index, tmp_path):
     samples, labels, _ = sample(digits_index_path, str(tmp_path / "o"), "--class", "3", "--steps", "8", "-n", "8",
-                                "--solver", "euler")
-    train, y = digits_index.train_data(), digits_index.labels
+                                "--solver", "euler", "--denoiser", denoiser)
+    train, y = digits_index.train_data(), digits_index.labels  # a nearest-centroid classifier of the training split
     centroids = np.stack([train[y == k].mean(0) for k in range(10)])
     predicted = ((samples[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
     assert predicted.tolist() == [3] * 8 and labels.tolist() == [3] * 8
