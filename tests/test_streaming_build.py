@@ -166,7 +166,7 @@ import numpy as np
 from diffcli.data.base import StreamedDataset
 from diffcli.index.build import build_index
 
-RES, n = 32, int(sys.argv[2])
+RES, n, coarse = 32, int(sys.argv[2]), sys.argv[3] == "coarse"
 
 def dataset(n):
     def read(size):  # grey 32x32 images, each chunk from its own generator
@@ -177,16 +177,17 @@ def dataset(n):
     return StreamedDataset(spec="noise", kind="image", shape=(1, RES, RES), n=n, labelled=False, read=read,
                            heldout=lambda: (held, None), n_heldout=100)
 
-build_index(dataset(1000), sys.argv[1] + ".warm.h5")  # imports, compilation and allocator pools
+build_index(dataset(1000), sys.argv[1] + ".warm.h5", coarse=coarse)  # imports, compilation and allocator pools
 warm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-build_index(dataset(n), sys.argv[1])
+build_index(dataset(n), sys.argv[1], coarse=coarse)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"warm": warm, "peak": peak}))
 """
 
 
-def peak_growth(tmp_path, n: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(tmp_path / "m.h5"), str(n)], capture_output=True,
+def peak_growth(tmp_path, n: int, coarse: bool) -> dict:
+    args = [str(tmp_path / "m.h5"), str(n), "coarse" if coarse else "flat"]
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, *args], capture_output=True,
                          text=True, timeout=600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -201,13 +202,13 @@ def memory_bound(n: int) -> int:
 
 def test_peak_memory_of_a_build_does_not_hold_float_rows(tmp_path):
     n = 6000
-    m = peak_growth(tmp_path, n)
+    m = peak_growth(tmp_path, n, coarse=False)
     assert m["peak"] - m["warm"] <= memory_bound(n), m
 
 
 @pytest.mark.slow
 def test_peak_memory_of_a_50k_row_build(tmp_path):
     n = 50000
-    m = peak_growth(tmp_path, n)
+    m = peak_growth(tmp_path, n, coarse=True)
     assert m["peak"] - m["warm"] <= memory_bound(n), m
     assert m["peak"] - m["warm"] < 4 * n * 1024  # less than one float32 copy of the rows

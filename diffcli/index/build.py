@@ -81,6 +81,8 @@ def build_index(dataset, path, *, report=lambda msg: None, coarse: bool = True) 
     dim = int(np.prod(shape))
     item = np.dtype(dataset.dtype).itemsize
     stats_bytes = 4 * dim * (dim if dim <= DENSE_LIMIT else RANDOMIZED_RANK)
+    if dataset.labelled:  # an upper bound on the per-class statistics
+        stats_bytes += 4 * dim * (CLASS_RANK + 1) * min(n, len(dataset.info.get("classes", ())) or n)
     nbytes = (n + dataset.n_heldout) * dim * item + 4 * n * proxy_dim(dataset.kind, shape) + 16 * n + stats_bytes
     write_hdf5(path, lambda f: _fill(f, dataset, shape, report, coarse), nbytes=nbytes)
     return os.fspath(path)
@@ -199,8 +201,8 @@ def class_statistics(images, labels: np.ndarray, n_classes: int, *, rank: int = 
     (zero padding past a class's own rank). Rows are gathered one group of classes at a time, one pass over
     `images` (an HDF5 dataset or an array) per group, so memory stays within `budget`."""
     n, dim = images.shape[0], int(np.prod(images.shape[1:]))
-    r = int(min(rank, dim))
     counts = np.bincount(labels, minlength=n_classes).astype(np.int64)
+    r = int(max(1, min(rank, dim, counts.max() - 1)))  # no class has more components than its rows - 1
     out = {"count": counts, "mean": np.zeros((n_classes, dim), np.float32),
            "pca_components": np.zeros((n_classes, r, dim), np.float32),
            "pca_variances": np.zeros((n_classes, r), np.float32), "residual_variance": np.zeros(n_classes)}
