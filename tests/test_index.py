@@ -112,3 +112,24 @@ def test_failed_write_keeps_the_previous_index(tmp_path):
         build_index(ds, path, coarse=False)
     assert [p.name for p in tmp_path.iterdir()] == ["x.h5"]
     assert open(path, "rb").read() == before
+
+
+def test_class_statistics_are_read_one_class_at_a_time_and_checked(digits_index_path, tmp_path):
+    import shutil
+
+    from diffcli.index.store import class_statistics_of
+
+    idx = open_index(digits_index_path)
+    st = class_statistics_of(digits_index_path, 3)
+    rows = idx.train_data()[idx.labels == 3].astype(np.float64)
+    assert st["count"] == len(rows)
+    np.testing.assert_allclose(st["mean"], rows.mean(0), atol=1e-6)
+    lam = np.linalg.eigvalsh(np.cov(rows, rowvar=False))[::-1]
+    np.testing.assert_allclose(st["variances"], lam[:len(st["variances"])], rtol=1e-4, atol=1e-6 * lam[0])
+    assert class_statistics_of(digits_index_path, 10) is None
+    bad = tmp_path / "bad.h5"
+    shutil.copy(digits_index_path, bad)
+    with h5py.File(bad, "r+") as f:
+        f["class_stats/count"][0] += 1
+    with pytest.raises(DiffcliError, match="class_stats/count' disagrees"):
+        open_index(bad)

@@ -266,6 +266,7 @@ def _read(f: h5py.File, path: str) -> Index:
     labels = _labels(f, path, attrs, n, heldout.shape[0])
     gmm = _gmm(f, path, dim)
     coarse = _coarse(f, path, n, proxy.shape[1])
+    _check_class_stats(f, path, n, dim, labels)
     return Index(
         kind=kind,
         shape=shape,
@@ -331,6 +332,40 @@ def _gmm(f, path, dim):
             or not all(np.all(np.isfinite(v)) for v in parts.values())):
         raise _fail(path, f"its '/gmm' parameters are not finite means [K, {dim}], stds [K] and weights [K]")
     return parts
+
+
+CLASS_STATS = ("count", "mean", "pca_components", "pca_variances", "residual_variance")
+
+
+def _check_class_stats(f, path, n, dim, labels) -> None:
+    """The per-class statistics (/class_stats, docs/index.md), checked by shape and counts; their arrays stay in the
+    file until `class_statistics_of` reads one class."""
+    if "class_stats" not in f:
+        return
+    ds = {k: _array(f, path, f"class_stats/{k}") for k in CLASS_STATS}
+    count = ds["count"][...]
+    k = count.shape[0] if count.ndim == 1 else -1
+    r = ds["pca_components"].shape[1] if ds["pca_components"].ndim == 3 else -1
+    if (k < 1 or count.dtype.kind not in "iu" or ds["mean"].shape != (k, dim) or r < 0
+            or ds["pca_components"].shape != (k, r, dim) or ds["pca_variances"].shape != (k, r)
+            or ds["residual_variance"].shape != (k,)):
+        raise _fail(path, f"its '/class_stats' arrays are not count [K], mean [K, {dim}], pca_components "
+                          f"[K, r, {dim}], pca_variances [K, r] and residual_variance [K]")
+    if (labels is not None and not np.array_equal(count, np.bincount(labels, minlength=k)[:k])) or count.sum() != n:
+        raise _fail(path, "'/class_stats/count' disagrees with the labels of its rows")
+
+
+def class_statistics_of(path: str | os.PathLike, label: int) -> dict | None:
+    """One class's stored statistics {'count', 'mean' [D], 'components' [k, D], 'variances' [k],
+    'residual_variance'} (padding past the class's own rank dropped), or None when the index has none for it."""
+    with h5py.File(os.fspath(path), "r") as f:
+        if "class_stats" not in f or not 0 <= label < f["class_stats/count"].shape[0]:
+            return None
+        g = f["class_stats"]
+        variances = g["pca_variances"][label]
+        k = int(min(max(int(g["count"][label]) - 1, 0), len(variances)))
+        return {"count": int(g["count"][label]), "mean": g["mean"][label], "components": g["pca_components"][label, :k],
+                "variances": variances[:k], "residual_variance": float(g["residual_variance"][label])}
 
 
 def _coarse(f, path, n, d):
