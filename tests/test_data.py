@@ -72,3 +72,30 @@ def test_bad_specs_are_usage_errors(spec, fragment):
 def test_parse_spec():
     assert parse_spec("shapes:res=32, n=10") == ("shapes", {"res": "32", "n": "10"})
     assert parse_spec("digits") == ("digits", {})
+
+
+def test_shapes_ranges_classes_and_stream_match_the_whole():
+    from diffcli.data import stream_dataset
+    from diffcli.data.shapes import background_labels, render_range
+
+    whole = render(2100, 16, seed=2)
+    part, _ = render_range(1000, 2050, 16, seed=2)  # starts mid-chunk, ends mid-chunk
+    np.testing.assert_array_equal(part, whole[1000:2050])
+    plain, labelled = load_dataset("shapes:res=16,n=300"), load_dataset("shapes:res=16,n=300,classes=27")
+    np.testing.assert_array_equal(plain.train, labelled.train)  # labels never change the images
+    assert plain.labels is None and labelled.labels.max() < 27 and len(np.unique(labelled.labels)) > 15
+    assert len(labelled.info["classes"]) == 27
+    bg = np.array([[0, 0, 0], [255, 255, 255], [85, 86, 170], [128, 0, 255]])
+    np.testing.assert_array_equal(background_labels(bg, 27), [0, 26, 0 * 9 + 1 * 3 + 1, 1 * 9 + 0 + 2])
+    st = stream_dataset("shapes:res=16,n=300,classes=27")
+    chunks = list(st.chunks(64))
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), labelled.train)
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), labelled.labels)
+    held, held_labels = st.heldout_rows()
+    np.testing.assert_array_equal(held, labelled.heldout)
+    np.testing.assert_array_equal(held_labels, labelled.heldout_labels)
+    fresh = stream_dataset("shapes:res=16,n=300,classes=27").heldout_rows()  # before any pass: rendered alone
+    np.testing.assert_array_equal(fresh[0], labelled.heldout)
+    assert st.spec == labelled.spec and st.n == len(labelled.train)
+    with pytest.raises(UsageError, match="classes=10 must be a cube"):
+        load_dataset("shapes:res=16,n=30,classes=10")
