@@ -13,6 +13,7 @@ Usage: python benchmarks/bench_golden.py [--quick]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -49,6 +50,11 @@ def roofline() -> dict:
 
 
 # -- (a) the GoldDiff protocol ---------------------------------------------------------------------------------
+# the estimators side by side: the paper's, the stratified default and variants of its far stratum (plan fields)
+VARIANTS = {"paper": ("paper", {}), "stratified": ("stratified", {}),
+            "strat-uniform": ("stratified", {"far_design": "uniform", "far_regression": True}),
+            "strat-proxy-ht": ("stratified", {"far_design": "proxy", "far_regression": False}),
+            "strat-proxy-greg": ("stratified", {"far_design": "proxy", "far_regression": True})}
 ESTIMATORS = ("paper", "stratified")
 
 
@@ -63,30 +69,33 @@ def r2_rows(a, b) -> np.ndarray:
     return per_sample_r2(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1))
 
 
-def protocol_base(idx, base: str, sigmas, batch: int, k_min, k_max, repeats: int) -> dict:
+def protocol_base(idx, base: str, sigmas, batch: int, k_min, k_max, repeats: int, names=ESTIMATORS) -> dict:
     """Both estimators and the full scan of one base along 10 DDIM steps from the same noise: per step r2 of each
     estimator's output against the full scan at the estimator's own state, seconds per step, final r2."""
     from diffcli.denoisers import build_denoiser
     from diffcli.denoisers.options import GoldenOptions, StreamOptions
     from diffcli.sample.batches import initial_noise, solver_keys
 
-    dens = {e: build_denoiser("golden", idx, GoldenOptions(sigmas=sigmas, golden_base=base, golden_k_min=k_min,
-                                                            golden_k_max=k_max, golden_estimator=e))
-            for e in ESTIMATORS}
-    plan = dens["paper"].plan
-    full = full_scan_like(dens["paper"], idx) if base == "pca-local" else build_denoiser("empirical", idx,
+    built = {e: build_denoiser("golden", idx, GoldenOptions(sigmas=sigmas, golden_base=base, golden_k_min=k_min,
+                                                             golden_k_max=k_max, golden_estimator=e))
+             for e in ESTIMATORS}
+    dens = {name: dataclasses.replace(built[VARIANTS[name][0]],
+                                      plan=dataclasses.replace(built[VARIANTS[name][0]].plan, **VARIANTS[name][1]))
+            for name in names}
+    plan = built["paper"].plan
+    full = full_scan_like(built["paper"], idx) if base == "pca-local" else build_denoiser("empirical", idx,
                                                                                          StreamOptions())
     ids = np.arange(batch)
     x0 = float(sigmas[0]) * initial_noise(0, ids, idx.shape)
     keys = solver_keys(0, ids)
-    states = {e: x0 for e in ESTIMATORS} | {"full": x0}
+    states = {e: x0 for e in names} | {"full": x0}
     steps = []
     for i in range(len(sigmas) - 1):
         s, s_next = jnp.float32(sigmas[i]), float(sigmas[i + 1])
         kk = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
         d_full, t_full = timed(call, (full, states["full"], s, kk), repeats)
         row = {"step": i, "sigma": float(s), "full_s": t_full}
-        for e in ESTIMATORS:
+        for e in names:
             d, t = timed(call, (dens[e], states[e], s, kk), repeats)
             ref = call(full, states[e], s, kk)
             r2 = r2_rows(d, ref)
@@ -95,12 +104,12 @@ def protocol_base(idx, base: str, sigmas, batch: int, k_min, k_max, repeats: int
         states["full"] = ddim_step(d_full, states["full"], s, s_next)
         steps.append(row)
         print(f"  {base} step {i}: sigma {float(s):8.4g} full {t_full:.4f}s  " + "  ".join(
-            f"{e} {row[e]['s']:.4f}s r2 min {row[e]['r2_min']:.4f} mean {row[e]['r2_mean']:.4f}" for e in ESTIMATORS),
+            f"{e} {row[e]['s']:.4f}s r2 min {row[e]['r2_min']:.4f} mean {row[e]['r2_mean']:.4f}" for e in names),
             flush=True)
     tf = sum(r["full_s"] for r in steps)
-    out = {"base": base, "k_min": plan.k_min, "k_max": plan.k_max, "far_slots": dens["stratified"].plan.far_slots,
-           "steps": steps, "full_s_total": tf}
-    for e in ESTIMATORS:
+    out = {"base": base, "k_min": plan.k_min, "k_max": plan.k_max, "far_slots": built["stratified"].plan.far_slots,
+           "estimators": list(names), "steps": steps, "full_s_total": tf}
+    for e in names:
         fin = r2_rows(states[e], states["full"])
         out[e] = {"time_ratio": sum(r[e]["s"] for r in steps) / tf, "r2_min_over_steps":
                   min(r[e]["r2_min"] for r in steps), "final_r2_min": float(fin.min()),
@@ -108,7 +117,8 @@ def protocol_base(idx, base: str, sigmas, batch: int, k_min, k_max, repeats: int
     return out
 
 
-def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, repeats: int, bases) -> dict:
+def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, repeats: int, bases,
+             names=ESTIMATORS) -> dict:
     from diffcli.index import open_index
     from diffcli.index.build import ensure_index
     from diffcli.schedules import get_schedule
@@ -116,7 +126,7 @@ def protocol(spec: str, batch: int, k_min: int | None, k_max: int | None, repeat
     idx = open_index(ensure_index(spec, report=lambda m: print("  " + m, flush=True)))
     sigmas = get_schedule("vp-leading", 10)
     return {"dataset": spec, "n": idx.n, "dim": idx.dim, "batch": batch,
-            "bases": [protocol_base(idx, b, sigmas, batch, k_min, k_max, repeats) for b in bases]}
+            "bases": [protocol_base(idx, b, sigmas, batch, k_min, k_max, repeats, names) for b in bases]}
 
 
 def full_scan_like(golden, idx):
@@ -196,13 +206,14 @@ def print_protocol(a: dict) -> None:
     for b in a["bases"]:
         print(f"\nbase {b['base']} (k {b['k_min']}-{b['k_max']}, far draws up to {b['far_slots']}), "
               f"per step r2 against the full scan at the same state")
-        print("step    sigma   full_s  " + "  ".join(f"{e:>10}_s r2_min r2_mean" for e in ESTIMATORS))
+        names = b["estimators"]
+        print("step    sigma   full_s  " + "  ".join(f"{e:>16}_s r2_min r2_mean" for e in names))
         for r in b["steps"]:
             print(f"{r['step']:>4} {r['sigma']:8.4g} {r['full_s']:8.4f}  " + "  ".join(
-                f"{r[e]['s']:12.4f} {r[e]['r2_min']:6.3f} {r[e]['r2_mean']:7.4f}" for e in ESTIMATORS))
-        for e in ESTIMATORS:
+                f"{r[e]['s']:18.4f} {r[e]['r2_min']:6.3f} {r[e]['r2_mean']:7.4f}" for e in names))
+        for e in names:
             v = b[e]
-            print(f"  {e:>10}: time {v['time_ratio']:.3f} of the full scan (summed), worst step r2_min "
+            print(f"  {e:>16}: time {v['time_ratio']:.3f} of the full scan (summed), worst step r2_min "
                   f"{v['r2_min_over_steps']:.4f}, final r2 min {v['final_r2_min']:.4f} mean {v['final_r2_mean']:.4f}")
 
 
@@ -211,6 +222,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
     ap.add_argument("--dataset", help="dataset spec of part (a) (default: shapes:res=64,n=15000; quick res=16)")
     ap.add_argument("--bases", default="empirical,pca-local", help="comma list of golden bases of part (a)")
+    ap.add_argument("--estimators", default=",".join(ESTIMATORS),
+                    help=f"comma list of part (a)'s estimators, from: {', '.join(VARIANTS)}")
     ap.add_argument("--skip-scaling", action="store_true", help="run part (a) only")
     ap.add_argument("--scaling-only", action="store_true", help="run part (b) only (N = 10k, 100k, 1M unless --quick)")
     ap.add_argument("--out",
@@ -228,7 +241,8 @@ def main():
     print(f"  matmul {roof['matmul_gflops']:.1f} GFLOP/s, bandwidth {roof['bandwidth_gbs']:.1f} GB/s", flush=True)
     if not args.scaling_only:
         print(f"(a) GoldDiff protocol on {spec}, batch 16", flush=True)
-    a = None if args.scaling_only else protocol(spec, 16, kmin, kmax, rep, args.bases.split(","))
+    a = None if args.scaling_only else protocol(spec, 16, kmin, kmax, rep, args.bases.split(","),
+                                                      args.estimators.split(","))
     print("(b) time per call vs N (proxy-only vectors, d=64, batch 16)", flush=True)
     b = [] if args.skip_scaling else scaling(ns, 64, 16, 50, 100, rep)
     grow = {k: b[-1][k] / b[0][k] for k in ("exact_s_sigma0.05", "coarse_s_sigma0.05")} if b else {}

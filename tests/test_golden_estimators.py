@@ -88,7 +88,7 @@ def test_index_totals_match_float64_sums(index, form, monkeypatch):
             m = dense_mask(lists[band], dim).astype(np.float64)
         logit = -(np.square(x - rows) @ m) * inv2var
         want = (rows.sum(0), logit.sum(0), (logit * rows).sum(0))
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=2e-5, atol=2e-5 * np.abs(w).max() + 1e-4)
 
 
@@ -146,6 +146,7 @@ def test_fitted_regression_bias_shrinks_and_variance_drops():
         assert np.all(num.var(0) < 0.5 * plain.var(0))
 
 
+@pytest.mark.slow
 def test_regression_is_exact_when_y_is_linear_in_the_auxiliaries():
     """y = 2 - x + 3 l + 0.5 l x lies in the auxiliaries' span: every draw gives the exact total (both fits)."""
     with jax.enable_x64(True):
@@ -153,17 +154,20 @@ def test_regression_is_exact_when_y_is_linear_in_the_auxiliaries():
         n = len(x)
         y = (2 - x + 3 * logit + 0.5 * logit * x) * far[:, None]
         truth = y.sum(0)
+        t = Totals(*(jnp.asarray(a) for a in totals))
+
+        def one(key, crossfit):
+            ids = jax.random.randint(key, (16,), 0, n)
+            r = jnp.asarray(far)[ids]
+            d = Draws(r, jnp.asarray(x)[ids], jnp.where(r[:, None], jnp.asarray(logit)[ids], 0.0), jnp.ones(16, bool))
+            return regression_total(d, jnp.asarray(y)[ids], t, n, True, crossfit)
+
         for crossfit in (True, False):
-            for seed in range(3):
-                ids = jax.random.randint(jax.random.PRNGKey(seed), (16,), 0, n)
-                r = jnp.asarray(far)[ids]
-                d = Draws(r, jnp.asarray(x)[ids], jnp.where(r[:, None], jnp.asarray(logit)[ids], 0.0),
-                          jnp.ones(16, bool))
-                got = regression_total(d, jnp.asarray(y)[ids], Totals(*(jnp.asarray(a) for a in totals)), n, True,
-                                       crossfit)
-                np.testing.assert_allclose(np.asarray(got), truth, rtol=1e-4, atol=1e-4)
+            got = jax.jit(jax.vmap(lambda k, c=crossfit: one(k, c)))(jax.random.split(jax.random.PRNGKey(0), 3))
+            np.testing.assert_allclose(np.asarray(got), np.broadcast_to(truth, got.shape), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_no_active_draws_give_a_zero_total():
     x, logit, far, totals, _, _ = stratum()
     d = Draws(jnp.ones(4, bool), jnp.asarray(x[:4], jnp.float32), jnp.asarray(logit[:4], jnp.float32),
@@ -189,6 +193,7 @@ def test_stratified_is_one_compiled_function_across_steps(index, traces):
     assert np.all(np.isfinite(np.asarray(a))) and not np.allclose(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_near_stratum_certificate_holds(index):
     """The stratified estimator's near stratum comes from a complete screen: its certified bound on the empirical
     tail mass left out holds."""
@@ -212,3 +217,17 @@ def test_refused_combinations(index, opts, words):
 def test_tolerance_and_coarse_modes_default_to_the_paper_estimator(index):
     for extra in (dict(golden_tol=1e-3), dict(golden_coarse=True)):
         assert build(index, GoldenOptions(golden_base="empirical", **extra)).plan.estimator == "paper"
+
+
+@pytest.mark.slow
+def test_proxy_proposal_is_a_law_over_the_far_stratum(index):
+    """The far draws' proposal: probabilities sum to 1 over the far rows, none on the near ones, each at least the
+    uniform share's floor."""
+    from diffcli.denoisers.golden.stratified import PROPOSAL_UNIFORM, proposal_log_p
+
+    gold = build(index, GoldenOptions(golden_base="empirical", golden_k_min=10, golden_k_max=30))
+    near = jnp.asarray(np.r_[np.arange(12), -np.ones(18, int)])
+    x = jnp.asarray(index.train_data()[5]) + 0.3
+    p = np.exp(np.asarray(proposal_log_p(gold.plan, gold.rows, x, jnp.float32(0.5), near), np.float64))
+    assert np.all(p[:12] == 0) and abs(p.sum() - 1) < 1e-5
+    assert np.all(p[12:] >= PROPOSAL_UNIFORM / (index.n - 12) * (1 - 1e-5))

@@ -15,6 +15,8 @@ rounding (ties between exactly equal distances aside).
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -93,7 +95,8 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         mine = (local >= 0) & (local < rpp)
         far = jax.lax.psum(jnp.where(mine[:, None], shard.data[jnp.clip(local, 0, rpp - 1)], 0.0), AXIS)
         outside = ~jnp.any(ids[:, None] == near_ids[None, :], axis=1)
-        return StratifiedSubset(rows, keep, far, active, outside), None
+        inv_p = jnp.full(ids.shape, self.plan.n, jnp.float32)
+        return StratifiedSubset(rows, keep, far, active, outside, inv_p), None
 
 
 def local_members(gids, use, offset, rows_per_part: int):
@@ -141,4 +144,6 @@ def shard_golden(plan: GoldenPlan, rows: dict, mesh: Mesh) -> ShardedGoldenDenoi
 def build(index, opts) -> ShardedGoldenDenoiser:
     """Registry factory: golden with the index sharded over every device (any count, one included)."""
     plan, rows = plan_and_rows(index, opts)
+    # the proxy proposal needs every row's proxy distance in one place: the sharded far draws are uniform
+    plan = dataclasses.replace(plan, far_design="uniform")
     return shard_golden(plan, rows, row_mesh())

@@ -55,6 +55,8 @@ class GoldenPlan(eqx.Module):
     seed: int = eqx.field(static=True)
     estimator: str = eqx.field(static=True, default="paper")
     far_slots: int = eqx.field(static=True, default=0)  # the stratified estimator's far draws (padded)
+    far_design: str = eqx.field(static=True, default="uniform")  # far draws: "uniform", or "proxy" (a proposal)
+    far_regression: bool = eqx.field(static=True, default=True)  # the far totals regression-corrected (else plain)
     crossfit: bool = eqx.field(static=True, default=False)  # its regression fitted on one half, applied to the other
 
     def sizes(self, sigma):
@@ -104,7 +106,8 @@ class GoldenPlan(eqx.Module):
 
         select(x, sigma, key) -> (subset, out) runs on vmapped sub-batches in a sequential map (bounded memory);
         finish(x, sigma, subset) -> x0 [D] then runs one query at a time for a pca-local base, so each query switches
-        to its own mask class (a switch under vmap would run every branch), and vmapped for the empirical base.
+        to its own mask class (a switch under vmap would run every branch), and for the stratified estimator, whose
+        per-query regression stays in cache and is skipped without far draws; vmapped otherwise.
         """
         b, dim = flat.shape
         sub = min(b, int(max(1, min(MAX_SUB_BATCH, ROWS_BUDGET // max(self.k_max * dim, 1)))))
@@ -119,7 +122,7 @@ class GoldenPlan(eqx.Module):
             subset, out = jax.vmap(select)(x, sg, k)
             if finish is None:
                 return None, out
-            if self.masks is None:
+            if self.masks is None and self.estimator == "paper":
                 return jax.vmap(finish)(x, sg, subset), out
             return jax.lax.map(lambda a: finish(*a), (x, sg, subset)), out
 

@@ -1,12 +1,12 @@
-"""Regression (GREG) estimate of a far stratum's total from uniform draws, with auxiliaries whose totals are known.
+"""Regression (GREG) estimate of a far stratum's total from i.i.d. draws, with auxiliaries whose totals are known.
 
-Draws are i.i.d. uniform over all n_total rows; a draw outside the stratum counts with value and auxiliaries zero,
-so (n_total / draws) * sum y is unbiased for the stratum's total of y. Per output pixel, y is regressed on the
-auxiliaries z = (1, x, l, l x) (the normaliser on (1, l)), centred on the fitting draws and scaled; the estimate is
-beta^T T_z + (n_total / draws) sum (y - beta^T z). Cross-fitted (beta fitted on the odd draws, applied to the even
-ones and the other way round, averaged) it is exactly unbiased for any fitted beta, since the two halves are
-independent; fitted on all draws it is the classical GREG, unbiased up to O(1 / draws). Derivation:
-docs/golddiff.md.
+Draws are i.i.d., uniform over all n_total rows (a draw outside the stratum counts with value and auxiliaries zero)
+or with known probabilities p; the mean of y / p is unbiased for the stratum's total of y (Hansen-Hurwitz). Per
+output pixel, y is regressed (weights 1 / p) on the auxiliaries z = (1, x, l, l x) (the normaliser on (1, l)),
+centred on the fitting draws and scaled; the estimate is beta^T T_z + mean of (y - beta^T z) / p. Cross-fitted
+(beta fitted on the odd draws, applied to the even ones and the other way round, averaged) it is exactly unbiased
+for any fitted beta, since the two halves are independent; fitted on all draws it is the classical GREG, unbiased up
+to O(1 / draws). Derivation: docs/golddiff.md.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ RIDGE = 1e-6  # relative to the draws' count, on scaled auxiliaries: keeps colli
 
 class Draws(NamedTuple):
     """Per draw f and pixel p: in the stratum r [F], the pixel's value x [F, P] and logit l [F, P]; active [F] marks
-    the draws that count (the rest is padding)."""
+    the draws that count (the rest is padding); inv_p the inverse draw probabilities of unequal-probability draws."""
 
     r: jnp.ndarray
     x: jnp.ndarray
     logit: jnp.ndarray
     active: jnp.ndarray
+    inv_p: jnp.ndarray | None = None  # [F] 1 / each draw's probability (None: uniform, n_total)
 
 
 class Totals(NamedTuple):
@@ -59,7 +60,7 @@ def _aux_totals(t: Totals, xbar, lbar, with_x: bool) -> list:
 
 def _fit(d: Draws, y, use, with_x: bool):
     """(xbar, lbar, scales [A][P], beta [A][P]) fitted on the draws `use` [F]."""
-    u = use[:, None].astype(y.dtype)
+    u = use[:, None] * _rel_weights(d, use, y.dtype)
     w = u * d.r[:, None]
     cnt = jnp.maximum(jnp.sum(w), 1.0)
     xbar, lbar = jnp.sum(w * d.x, 0) / cnt, jnp.sum(w * d.logit, 0) / cnt
@@ -76,15 +77,28 @@ def _fit(d: Draws, y, use, with_x: bool):
     return xbar, lbar, scales, solve_spd(gram, [jnp.sum(u * c * y, 0) for c in cols])
 
 
+def _inv_p(d: Draws, n_total: int, dtype):
+    return jnp.full(d.r.shape, n_total, dtype) if d.inv_p is None else d.inv_p.astype(dtype)
+
+
+def _rel_weights(d: Draws, use, dtype):
+    """[F, 1] regression weights 1 / p of the draws `use`, relative to their mean (ones for uniform draws)."""
+    if d.inv_p is None:
+        return jnp.ones((d.r.shape[0], 1), dtype)
+    w = d.inv_p.astype(dtype)
+    return (w / jnp.maximum(jnp.sum(w * use) / jnp.maximum(jnp.sum(use), 1), 1e-30))[:, None]
+
+
 def _apply(d: Draws, y, t: Totals, fit, use, n_total: int, with_x: bool):
-    """The estimate of the stratum's total of y [P] from the draws `use` with a fitted beta."""
+    """The estimate of the stratum's total of y [P] from the draws `use` with a fitted beta: beta^T T_z plus the
+    Hansen-Hurwitz estimate (mean of residual / p) of the residuals' total."""
     xbar, lbar, scales, beta = fit
     cols = _aux(d, xbar, lbar, with_x)
     pred = sum(b * c / sc for b, c, sc in zip(beta, cols, scales, strict=True))
-    resid = jnp.sum((y - pred) * use[:, None], 0)
+    resid = jnp.sum((y - pred) * (use * _inv_p(d, n_total, y.dtype))[:, None], 0)
     draws = jnp.maximum(jnp.sum(use), 1).astype(y.dtype)
     tot = _aux_totals(t, xbar, lbar, with_x)
-    return sum(b * tz / sc for b, tz, sc in zip(beta, tot, scales, strict=True)) + (n_total / draws) * resid
+    return sum(b * tz / sc for b, tz, sc in zip(beta, tot, scales, strict=True)) + resid / draws
 
 
 def regression_total(d: Draws, y, t: Totals, n_total: int, with_x: bool, crossfit: bool):
@@ -100,9 +114,9 @@ def regression_total(d: Draws, y, t: Totals, n_total: int, with_x: bool, crossfi
 
 
 def horvitz_thompson(d: Draws, y, n_total: int):
-    """(n_total / draws) * sum y over the active draws: the plain unbiased estimate (no regression)."""
+    """The mean of y / p over the active draws: the plain unbiased estimate (no regression)."""
     draws = jnp.maximum(jnp.sum(d.active), 1).astype(y.dtype)
-    return (n_total / draws) * jnp.sum(y * d.active[:, None], 0)
+    return jnp.sum(y * (d.active * _inv_p(d, n_total, y.dtype))[:, None], 0) / draws
 
 
 def solve_spd(a: list, b: list) -> list:

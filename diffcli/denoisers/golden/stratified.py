@@ -18,23 +18,26 @@ import jax.numpy as jnp
 from diffcli.denoisers import softmax
 from diffcli.denoisers.golden.moments import index_totals
 from diffcli.denoisers.golden.plan import GoldenPlan, GoldenRows
-from diffcli.denoisers.golden.regression import Draws, Totals, regression_total
+from diffcli.denoisers.golden.regression import Draws, Totals, horvitz_thompson, regression_total
+from diffcli.denoisers.golden.screen import proxy_distances
 from diffcli.denoisers.golden.select import select
 from diffcli.denoisers.pca_local import masked_distances, rows_per_chunk
 from diffcli.denoisers.rows import split_chunks
 
+PROPOSAL_UNIFORM = 0.2  # the uniform law's share in the far draws' proposal (a defensive mixture)
 EMPIRICAL_ROW_FLOATS = 4  # float32 [D] arrays per row of an empirical chunk (values, logits, weights, products)
 
 
 class StratifiedSubset(NamedTuple):
     """One query's strata: near rows [K, D] and kept [K]; far draws' rows [F, D], active [F], outside the near
-    stratum [F]."""
+    stratum [F] and inverse draw probabilities [F]."""
 
     near: jax.Array
     keep: jax.Array
     far: jax.Array
     active: jax.Array
     outside: jax.Array
+    inv_p: jax.Array
 
 
 def far_draws(plan: GoldenPlan, key, sigma):
@@ -43,13 +46,35 @@ def far_draws(plan: GoldenPlan, key, sigma):
     return ids, jnp.arange(plan.far_slots) < plan.far_count(sigma)
 
 
+def proposal_log_p(plan: GoldenPlan, rows: GoldenRows, x, sigma, near_ids):
+    """log draw probabilities [N] over the far stratum (-inf on the near one): a mixture of the proxy's softmax
+    weights (distances scaled by proxy_scale2, a lower bound on the full ones) and, with weight PROPOSAL_UNIFORM,
+    the uniform law, so that no far row has a tiny probability."""
+    dp = proxy_distances(rows.proxy, rows.half_psq, plan.proxy_map(x[None, :])[0])
+    n = dp.shape[0]
+    near = jnp.zeros(n, bool).at[jnp.where(near_ids >= 0, near_ids, n)].set(True, mode="drop")
+    g = jnp.where(near, -jnp.inf, -plan.proxy_scale2 * dp / (2.0 * jnp.square(sigma)))
+    log_is = g - jax.nn.logsumexp(g)
+    n_far = jnp.maximum(n - jnp.sum(near), 1).astype(jnp.float32)
+    mixed = jnp.logaddexp(jnp.log1p(-PROPOSAL_UNIFORM) + log_is, jnp.log(PROPOSAL_UNIFORM) - jnp.log(n_far))
+    return jnp.where(near, -jnp.inf, mixed)
+
+
 def stratified_select(plan: GoldenPlan, rows: GoldenRows, x, sigma, key):
     """One query's strata over all rows (the near stratum is golden's selection from a complete screen)."""
     (near, _, keep), diag = select(plan, rows, x, sigma, key)
-    ids, active = far_draws(plan, key, sigma)
-    outside = ~jnp.any(ids[:, None] == diag["ids"][None, :], axis=1)
-    diag["far"] = jnp.sum(active)
-    return StratifiedSubset(near, keep, rows.data[ids], active, outside), diag
+    diag["far"] = plan.far_count(sigma)
+    if plan.far_design == "uniform":
+        ids, active = far_draws(plan, key, sigma)
+        outside = ~jnp.any(ids[:, None] == diag["ids"][None, :], axis=1)
+        inv_p = jnp.full(ids.shape, plan.n, jnp.float32)
+        return StratifiedSubset(near, keep, rows.data[ids], active, outside, inv_p), diag
+    log_p = proposal_log_p(plan, rows, x, sigma, diag["ids"])
+    ids = jax.random.categorical(jax.random.fold_in(key, 1), log_p, shape=(plan.far_slots,))
+    active = jnp.arange(plan.far_slots) < diag["far"]
+    n_far = plan.n - jnp.sum(keep)
+    return StratifiedSubset(near, keep, rows.data[ids], active & (n_far > 0), jnp.ones(ids.shape, bool),
+                            jnp.exp(-log_p[ids])), diag
 
 
 class NearSums(NamedTuple):
@@ -89,9 +114,10 @@ def near_sums(distances, rows, keep, inv2var, chunk: int, axis: str | None = Non
     return NearSums(softmax.merge_across(acc.p, axis), *(jax.lax.psum(a, axis) for a in acc[1:]))
 
 
-def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, n: int, crossfit: bool):
+def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, plan: GoldenPlan):
     """The posterior mean [D] (centred) from the near sums, the far draws' logits and rows [F, D] and the index
     totals (sum x, sum l, sum l x) per pixel."""
+    n = plan.n
     in_far = sub.active & sub.outside
     ref = jnp.maximum(near.p.m, jnp.max(jnp.where(in_far[:, None], far_logit, -jnp.inf), 0, initial=-jnp.inf))
     ref = jnp.where(jnp.isfinite(ref), ref, 0.0)
@@ -99,9 +125,15 @@ def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, 
     n_near = jnp.sum(sub.keep).astype(jnp.float32)
     tx, tl, tlx = totals
     far_totals = Totals(n - n_near, tx - near.x, tl - near.logit, tlx - near.lx)
-    draws = Draws(in_far, far_rows, jnp.where(in_far[:, None], far_logit, 0.0), sub.active)
-    z_far = jnp.maximum(regression_total(draws, w, far_totals, n, False, crossfit), 0.0)
-    y_far = regression_total(draws, w * far_rows, far_totals, n, True, crossfit)
+    draws = Draws(in_far, far_rows, jnp.where(in_far[:, None], far_logit, 0.0), sub.active, sub.inv_p)
+    def far():
+        if plan.far_regression:
+            return (jnp.maximum(regression_total(draws, w, far_totals, n, False, plan.crossfit), 0.0),
+                    regression_total(draws, w * far_rows, far_totals, n, True, plan.crossfit))
+        return horvitz_thompson(draws, w, n), horvitz_thompson(draws, w * far_rows, n)
+
+    # no far draws (low noise): nothing to estimate, and outside vmap the cond skips the regression's work
+    z_far, y_far = jax.lax.cond(jnp.any(in_far), far, lambda: (jnp.zeros_like(ref), jnp.zeros_like(ref)))
     scale = jnp.exp(near.p.m - ref)
     return (near.p.t * scale + y_far) / (near.p.s * scale + z_far)
 
@@ -118,7 +150,7 @@ def stratified_mean(plan: GoldenPlan, x, sigma, sub: StratifiedSubset, axis: str
     def finish(distances, totals, chunk):
         near = near_sums(distances, near_rows, sub.keep, inv2var, chunk, axis)
         far_logit = -distances(far_rows) * inv2var
-        out = combine(near, far_logit, far_rows, sub, totals, plan.n, plan.crossfit)
+        out = combine(near, far_logit, far_rows, sub, totals, plan)
         return jnp.clip(out, mom.lo, mom.hi) + mom.mean
 
     if plan.masks is None:
