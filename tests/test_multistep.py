@@ -21,6 +21,7 @@ from diffcli.solvers.unipc import lagrange_weights
 from tests.helpers.gaussian_oracle import GaussianDenoiser, denoise, karras_sigmas, pf_ode_flow, random_gaussian, x64
 from tests.helpers.mixtures import separated_mixture
 from tests.helpers.tolerance import assert_close
+from tests.test_solvers import NaNDenoiser
 
 DIM = 6
 MULTISTEP = ("dpmpp-3m", "unipc")
@@ -193,6 +194,14 @@ def test_matches_the_diffusers_schedulers(steps=7):
                 assert_close(got, want, dtype=np.float64, ulps=64, cond=9.0, err_msg=name)
             else:  # diffusers' DPM-Solver rounds its state to float32 on every step
                 assert_close(got, want, dtype=np.float32, ulps=2 * steps, err_msg=name)
+
+
+@pytest.mark.parametrize("name", MULTISTEP)
+def test_nonfinite_step_reported(name):
+    """D is NaN from sigma 0.5 on: step 3 evaluates there and its state is the first non-finite one."""
+    sig = jnp.asarray([8.0, 4.0, 2.0, 0.5, 0.1, 0.0], jnp.float32)
+    out = get_solver(name)(NaNDenoiser(), jnp.ones((2, 3)), sig, key=None)
+    assert int(out.aux["nonfinite_step"]) == 3 and out.x0.dtype == jnp.float32
 
 
 # --- exactness and orders -------------------------------------------------------------------------------------------
