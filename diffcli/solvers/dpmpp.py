@@ -71,24 +71,25 @@ def sample_dpmpp_2m(denoiser, x_T, sigmas, *, key=None):
 def dpmpp_3m_update(x, d, d1, d2, h, h1, h2, order):
     """One DPM-Solver++(3M) step of length h in lambda from x with D = d now and d1, d2 one and two steps back.
 
-    order 1: the DDIM step; 2: plus h phi_2(-h) times the divided difference; 3: the quadratic extrapolation of D in
-    lambda (Lu et al. 2022, Alg. 2 in k-diffusion's form: r0 = h1/h, r1 = h2/h).
+    order 1: the DDIM step; 2: plus h phi_2(-h) times the divided difference; 3: D extrapolated quadratically in
+    lambda, with k-diffusion's and diffusers' weight h phi_3(-h) on the second difference (half the Taylor weight, so
+    the method is of second order as the steps shrink: docs/multistep.md).
     """
     r0 = jnp.where(order >= 2, h1 / h, 1.0)
     r1 = jnp.where(order >= 3, h2 / h, 1.0)
     d1_0 = (d - d1) / r0
     d1_1 = (d1 - d2) / r1
-    first = jnp.where(order >= 3, d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1), d1_0)
-    second = (d1_0 - d1_1) / (r0 + r1)
+    slope = jnp.where(order >= 3, d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1), d1_0)  # h dD/dlambda
+    curvature = (d1_0 - d1_1) / (r0 + r1)  # h^2 (d^2D/dlambda^2) / 2
     _, _, phi2, phi3 = phis(-h, 3)
     a1 = jnp.where(order >= 2, h * phi2, 0.0)
     a2 = jnp.where(order >= 3, h * phi3, 0.0)
-    return ddim_step(x, d, jnp.exp(-h), 0.0, 0.0) + a1 * first + a2 * second
+    return ddim_step(x, d, jnp.exp(-h), 0.0, 0.0) + a1 * slope + a2 * curvature
 
 
 def sample_dpmpp_3m(denoiser, x_T, sigmas, *, key=None):
-    """DPM-Solver++(3M) (k-diffusion's dpmpp_3m_sde with eta 0): multistep third order in lambda = -log sigma; orders
-    1 and 2 on the first two steps, and the step to sigma 0 is the denoised point."""
+    """DPM-Solver++(3M) as k-diffusion's dpmpp_3m_sde with eta 0: multistep in lambda = -log sigma with D extrapolated
+    from the last three values; orders 1 and 2 on the first two steps, and the step to sigma 0 is the denoised point."""
     check_sigmas(sigmas)
     sig = jnp.asarray(sigmas, x_T.dtype)
     steps = sig.shape[0] - 1
