@@ -148,3 +148,12 @@ def test_class_shrinkage_reaches_the_wiener_denoiser(digits_index_path, digits_i
                                                               ContextOnly())(noise.reshape(2, 1, 8, 8),
                                                                              float(sigmas[0]))).reshape(2, -1),
                            atol=1e-3)
+
+
+@pytest.mark.parametrize("denoiser, extra", [("wiener", {}), ("pca-local", {}), ("golden", {}),
+                                             ("golden-sharded", {"golden_base": "pca-local"})])
+def test_class_shrinkage_is_accepted_where_the_class_covariance_is_read(denoiser, extra):
+    from diffcli.sample.settings import resolve_settings
+
+    settings = resolve_settings({"class_": "3", "denoiser": denoiser, "class_shrinkage": 0.5, **extra})
+    assert settings.run.class_shrinkage == 0.5
