@@ -194,7 +194,7 @@ def peak_growth(tmp_path, n: int, coarse: bool) -> dict:
 
 def memory_bound(n: int) -> int:
     """What the build may hold beyond a small build: the proxies (4 N d, d = 256 for 32x32 grey) and, for a file
-    under 1 GiB, the in-memory HDF5 file and its image (about 2 x (N D + 4 N d)), plus 96 MiB of blocks and
+    under 256 MiB, the in-memory HDF5 file and its image (about 2 x (N D + 4 N d)), plus 96 MiB of blocks and
     sums. Never the float32 rows (4 N D)."""
     d, dim = 256, 1024
     return 4 * n * d + 2 * (n * dim + 4 * n * d) + (96 << 20)
@@ -212,3 +212,24 @@ def test_peak_memory_of_a_50k_row_build(tmp_path):
     m = peak_growth(tmp_path, n, coarse=True)
     assert m["peak"] - m["warm"] <= memory_bound(n), m
     assert m["peak"] - m["warm"] < 4 * n * 1024  # less than one float32 copy of the rows
+
+
+def test_a_file_written_in_place_equals_one_built_in_memory(tmp_path, monkeypatch):
+    """Above the in-memory size the index is written into its temporary file as it streams: same contents, and a
+    failure half-way leaves nothing behind."""
+    import diffcli.index.build as build
+    from diffcli.errors import DiffcliError
+
+    ds = load_dataset("digits", limit=300)
+    a = read_all(build_index(ds, tmp_path / "a.h5", coarse=False))
+    monkeypatch.setattr(build, "IN_MEMORY_MAX", 0)
+    b = read_all(build_index(ds, tmp_path / "b.h5", coarse=False))
+    for name in a:
+        if name != "attrs":
+            assert np.array_equal(a[name], b[name]), name
+    broken = StreamedDataset(spec="digits", kind="image", shape=ds.shape, n=ds.n + 1, labelled=False,
+                             read=lambda size: iter([(ds.train, None)]), heldout=ds.heldout_rows,
+                             n_heldout=ds.n_heldout)
+    with pytest.raises(DiffcliError, match="training rows"):
+        build_index(broken, tmp_path / "c.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.h5"]

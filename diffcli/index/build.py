@@ -22,6 +22,7 @@ from diffcli.index.store import FORMAT_VERSION, to_data_space, write_index  # no
 BLOCK = 8192  # rows per block: statistics and proxies are computed over these blocks, whatever the source's chunks
 CLASS_RANK = 64  # PCA components kept per class (a class of N_c rows has at most N_c - 1)
 CLASS_BUFFER = 1 << 29  # bytes of stored rows of one group of classes gathered at once for their statistics
+IN_MEMORY_MAX = 1 << 28  # an index file up to this size is assembled in memory (2x its size), larger ones in place
 
 
 def diffcli_home() -> str:
@@ -84,7 +85,7 @@ def build_index(dataset, path, *, report=lambda msg: None, coarse: bool = True) 
     if dataset.labelled:  # an upper bound on the per-class statistics
         stats_bytes += 4 * dim * (CLASS_RANK + 1) * min(n, len(dataset.info.get("classes", ())) or n)
     nbytes = (n + dataset.n_heldout) * dim * item + 4 * n * proxy_dim(dataset.kind, shape) + 16 * n + stats_bytes
-    write_hdf5(path, lambda f: _fill(f, dataset, shape, report, coarse), nbytes=nbytes)
+    write_hdf5(path, lambda f: _fill(f, dataset, shape, report, coarse), nbytes=nbytes, in_memory_max=IN_MEMORY_MAX)
     return os.fspath(path)
 
 

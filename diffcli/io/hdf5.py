@@ -25,10 +25,11 @@ IN_MEMORY_MAX = 1 << 30  # bytes of array data up to which the file is built in 
 _OVERHEAD = 1 << 20
 
 
-def write_hdf5(path, fill, *, nbytes: int) -> None:
-    """Write an HDF5 file atomically; `fill(f)` creates its datasets and attributes, `nbytes` is their size."""
+def write_hdf5(path, fill, *, nbytes: int, in_memory_max: int = IN_MEMORY_MAX) -> None:
+    """Write an HDF5 file atomically; `fill(f)` creates its datasets and attributes, `nbytes` is their size (files
+    of up to `in_memory_max` bytes are built in memory)."""
     path = os.fspath(path)
-    if nbytes <= IN_MEMORY_MAX:
+    if nbytes <= in_memory_max:
         with h5py.File(f"diffcli-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as f:
             fill(f)
             f.flush()
