@@ -78,12 +78,13 @@ def stratified_select(plan: GoldenPlan, rows: GoldenRows, x, sigma, key):
 
 
 class NearSums(NamedTuple):
-    """The near stratum's softmax partials and its sums of x, l and l x per pixel."""
+    """The near stratum's softmax partials, its sums of x, l and l x per pixel, and its row count."""
 
     p: softmax.Partials
     x: jax.Array
     logit: jax.Array
     lx: jax.Array
+    count: jax.Array
 
 
 def near_sums(distances, rows, keep, inv2var, chunk: int, axis: str | None = None) -> NearSums:
@@ -98,14 +99,14 @@ def near_sums(distances, rows, keep, inv2var, chunk: int, axis: str | None = Non
         lz = jnp.where(okc, logit, 0.0)
         return NearSums(softmax.fold_each(acc.p, jnp.where(okc, logit, -jnp.inf), c, axis=0),
                         acc.x + jnp.sum(jnp.where(okc, c, 0.0), 0), acc.logit + jnp.sum(lz, 0),
-                        acc.lx + jnp.sum(lz * c, 0))
+                        acc.lx + jnp.sum(lz * c, 0), acc.count + jnp.sum(ok))
 
     def body(acc, chunk_rows):
         c, ok = chunk_rows
         return jax.lax.cond(jnp.any(ok), lambda: update(acc, c, ok), lambda: acc), None
 
     zero = jnp.zeros((dim,), jnp.float32)
-    init = NearSums(softmax.empty((dim,)), zero, zero, zero)
+    init = NearSums(softmax.empty((dim,)), zero, zero, zero, jnp.int32(0))
     if axis is not None:
         init = jax.tree.map(lambda a: jax.lax.pcast(a, (axis,), to="varying"), init)
     acc, _ = jax.lax.scan(body, init, (rows, keep))
@@ -114,7 +115,8 @@ def near_sums(distances, rows, keep, inv2var, chunk: int, axis: str | None = Non
     return NearSums(softmax.merge_across(acc.p, axis), *(jax.lax.psum(a, axis) for a in acc[1:]))
 
 
-def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, plan: GoldenPlan):
+def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, plan: GoldenPlan,
+            skip_empty: bool = True):
     """The posterior mean [D] (centred) from the near sums, the far draws' logits and rows [F, D] and the index
     totals (sum x, sum l, sum l x) per pixel."""
     n = plan.n
@@ -122,7 +124,7 @@ def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, 
     ref = jnp.maximum(near.p.m, jnp.max(jnp.where(in_far[:, None], far_logit, -jnp.inf), 0, initial=-jnp.inf))
     ref = jnp.where(jnp.isfinite(ref), ref, 0.0)
     w = jnp.where(in_far[:, None], jnp.exp(jnp.minimum(far_logit - ref, 0.0)), 0.0)
-    n_near = jnp.sum(sub.keep).astype(jnp.float32)
+    n_near = near.count.astype(jnp.float32)
     tx, tl, tlx = totals
     far_totals = Totals(n - n_near, tx - near.x, tl - near.logit, tlx - near.lx)
     draws = Draws(in_far, far_rows, jnp.where(in_far[:, None], far_logit, 0.0), sub.active, sub.inv_p)
@@ -132,8 +134,10 @@ def combine(near: NearSums, far_logit, far_rows, sub: StratifiedSubset, totals, 
                     regression_total(draws, w * far_rows, far_totals, n, True, plan.crossfit))
         return horvitz_thompson(draws, w, n), horvitz_thompson(draws, w * far_rows, n)
 
-    # no far draws (low noise): nothing to estimate, and outside vmap the cond skips the regression's work
-    z_far, y_far = jax.lax.cond(jnp.any(in_far), far, lambda: (jnp.zeros_like(ref), jnp.zeros_like(ref)))
+    if skip_empty:  # no far draws (low noise): outside vmap the cond skips the regression's work
+        z_far, y_far = jax.lax.cond(jnp.any(in_far), far, lambda: (jnp.zeros_like(ref), jnp.zeros_like(ref)))
+    else:  # inside shard_map (the branches' device variance would differ); the regression gives zero itself
+        z_far, y_far = far()
     scale = jnp.exp(near.p.m - ref)
     return (near.p.t * scale + y_far) / (near.p.s * scale + z_far)
 
@@ -150,7 +154,7 @@ def stratified_mean(plan: GoldenPlan, x, sigma, sub: StratifiedSubset, axis: str
     def finish(distances, totals, chunk):
         near = near_sums(distances, near_rows, sub.keep, inv2var, chunk, axis)
         far_logit = -distances(far_rows) * inv2var
-        out = combine(near, far_logit, far_rows, sub, totals, plan)
+        out = combine(near, far_logit, far_rows, sub, totals, plan, skip_empty=axis is None)
         return jnp.clip(out, mom.lo, mom.hi) + mom.mean
 
     if plan.masks is None:
