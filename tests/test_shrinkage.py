@@ -157,3 +157,28 @@ def test_class_shrinkage_is_accepted_where_the_class_covariance_is_read(denoiser
 
     settings = resolve_settings({"class_": "3", "denoiser": denoiser, "class_shrinkage": 0.5, **extra})
     assert settings.run.class_shrinkage == 0.5
+
+
+def test_above_the_dense_limit_the_stored_class_pca_is_read(digits_index_path, tmp_path, monkeypatch):
+    import shutil
+
+    import h5py
+
+    from diffcli.index import open_index, store
+
+    path = tmp_path / "digits.h5"
+    shutil.copy(digits_index_path, path)
+    with h5py.File(path, "r+") as f:  # a marked class PCA: the variances doubled
+        f["class_stats/pca_variances"][3] = 2 * f["class_stats/pca_variances"][3]
+        stored = {"components": f["class_stats/pca_components"][3], "variances": f["class_stats/pca_variances"][3],
+                  "residual_variance": float(f["class_stats/residual_variance"][3])}
+    index = open_index(path)
+    monkeypatch.setattr(store, "STORED_CLASS_STATS_ABOVE", 0)
+    sub = class_rows(index, 3, shrinkage=0.0)
+    got = dense_covariance({"components": sub.pca_components, "variances": sub.pca_variances,
+                            "residual_variance": sub.residual_variance}, index.dim)
+    want = dense_covariance(stored, index.dim)
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
+    monkeypatch.setattr(store, "STORED_CLASS_STATS_ABOVE", 4096)  # at D = 64 the rows are used
+    mine = class_rows(index, 3, shrinkage=0.0)
+    np.testing.assert_allclose(mine.pca_variances.max(), np.linalg.eigvalsh(class_cov(index, 3)).max(), rtol=1e-5)

@@ -421,6 +421,34 @@ def class_names(attrs: dict) -> list[str] | None:
     return [str(s) for s in names] if isinstance(names, list) and names else None
 
 
+STORED_CLASS_STATS_ABOVE = 4096  # above this dimension a class's PCA is read from the file's class_stats, not redone
+
+
+def stored_class_stats(index: Index, label: int, count: int) -> dict | None:
+    """The class's mean and PCA factors as index-build stored them ('/class_stats/*', stacked by label, components
+    zero-padded past a class's rank), or None when the index has none or they do not describe `count` rows."""
+    if index.path is None:
+        return None
+    try:
+        with h5py.File(index.path, "r") as f:
+            if "class_stats" not in f:
+                return None
+            g = f["class_stats"]
+            if not 0 <= label < g["count"].shape[0] or int(g["count"][label]) != count:
+                return None
+            mean, comps = g["mean"][label], g["pca_components"][label]
+            variances, residual = g["pca_variances"][label], float(g["residual_variance"][label])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    if (mean.shape != (index.dim,) or comps.ndim != 2 or comps.shape[1] != index.dim
+            or variances.shape != (comps.shape[0],) or not all(np.all(np.isfinite(a)) for a in (mean, comps,
+                                                                                          variances))):
+        return None
+    real = np.any(comps != 0, axis=1)  # drop the zero padding rows
+    return {"mean": mean.astype(np.float32), "components": comps[real].astype(np.float32),
+            "variances": variances[real].astype(np.float32), "residual_variance": max(residual, 0.0)}
+
+
 def class_rows(index: Index, label: int, *, shrinkage: float | None = None) -> Index:
     """The index restricted to the training rows of class `label`: a class-conditional index.
 
@@ -428,7 +456,8 @@ def class_rows(index: Index, label: int, *, shrinkage: float | None = None) -> I
     order; lists left empty are dropped). The mean is the class's own; the covariance factors (PCA) are the class's
     covariance shrunk toward the index's global one, (1 - lam) Sigma_c + lam Sigma_global, re-eigendecomposed
     (index/shrinkage.py): lam = `shrinkage`, or by default the class's Ledoit-Wolf intensity. The class covariance
-    is recomputed from its rows as the index build computes it (exact for D <= 4096, randomized PCA above). A GMM
+    is recomputed exactly from its rows up to D = 4096; above, the PCA index-build stored for the class is read
+    (`stored_class_stats`), and recomputed from the rows (randomized PCA) only where the file has none. A GMM
     index keeps component `label` alone (its labels are component ids). `attrs` gain "class", "class_shrinkage"
     and n becomes N_c, so N-relative defaults (golden's k) follow the class size. The held-out rows are kept whole
     (their labels are not loaded), and `path` is None: the file's rows are not this index's rows.
@@ -446,7 +475,8 @@ def class_rows(index: Index, label: int, *, shrinkage: float | None = None) -> I
     glob = {"mean": index.mean, "components": index.pca_components, "variances": index.pca_variances,
             "residual_variance": index.residual_variance}
     lam = class_intensity(data, glob) if shrinkage is None else float(shrinkage)
-    stats = shrink_covariance(pca_stats(data), glob, lam, index.dim)
+    own = stored_class_stats(index, int(label), rows.size) if index.dim > STORED_CLASS_STATS_ABOVE else None
+    stats = shrink_covariance(own or pca_stats(data), glob, lam, index.dim)
     del data
     coarse = None
     if index.coarse is not None:
