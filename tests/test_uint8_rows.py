@@ -87,3 +87,38 @@ def test_uint8_rows_sample_as_float_rows_do(index, name):
 @pytest.mark.parametrize("name", ["empirical-sharded", "nearest", "pca-local"])
 def test_uint8_rows_give_the_float_posterior(index, name):
     check_same_denoiser(index, name, get_schedule("edm", 3), sample=True)
+
+
+SHARDED_SCRIPT = """
+import jax, numpy as np
+from tests.helpers.indexes import make_index
+from diffcli.denoisers.empirical import EmpiricalDenoiser
+from diffcli.index.store import to_data_space
+from diffcli.parallel.denoiser import ShardedEmpiricalDenoiser
+assert jax.device_count() == 4
+index = make_index(n=150, seed=3)
+sharded = ShardedEmpiricalDenoiser.from_data(index.images, chunk=16)
+assert sharded.chunks.dtype == np.uint8 and len(sharded.chunks.sharding.device_set) == 4
+one = EmpiricalDenoiser.from_data(to_data_space(index.images), chunk=16)
+x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+print(*(float(np.abs(np.asarray(sharded(x, s)) - np.asarray(one(x, s))).max()) for s in (0.1, 1.0, 10.0)))
+"""
+
+
+@pytest.mark.slow
+def test_uint8_rows_sharded_over_four_devices_give_the_float_posterior(index):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.multidevice import ROOT, with_devices
+
+    env = dict(os.environ, XLA_FLAGS=with_devices(4), JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    out = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    x = np.random.default_rng(0).standard_normal((3, *index.shape)).astype(np.float32)
+    gaps = [float(v) for v in out.stdout.strip().splitlines()[-1].split()]
+    for gap, sigma in zip(gaps, (0.1, 1.0, 10.0), strict=True):
+        assert gap <= posterior_tolerance(index, x, sigma)
