@@ -182,12 +182,17 @@ def extrapolate(last, d_last, start, count: int, sig, *, key, eta):
     return affine_prefix(last, r, (1.0 - r) * d_last[None] + noise)
 
 
-def relative_change(new, old):
-    """max over the batch of ||new - old|| / ||new|| per window point [W+1]: each sample against its own norm."""
+def scaled_change(new, old, d, sig, start):
+    """max over the batch of ||new - old|| / max(||D||, sigma) per window point [W+1] (docs/picard.md): the change
+    measured against what it can do to the final sample. D is the point's denoiser value this round (the last
+    point, which has none, takes its predecessor's); sigma is the point's noise level."""
+    w = new.shape[0] - 1
     diff = (new - old).reshape(new.shape[0], new.shape[1], -1)
-    size = jnp.sqrt(jnp.sum(jnp.square(new.reshape(diff.shape)), axis=-1))
-    change = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
-    return jnp.max(change / jnp.maximum(size, jnp.finfo(new.dtype).tiny), axis=1)
+    size = jnp.sqrt(jnp.sum(jnp.square(d.reshape(w, new.shape[1], -1)), axis=-1))
+    size = jnp.concatenate([size, size[-1:]])
+    level = sig[jnp.minimum(start + jnp.arange(w + 1), sig.shape[0] - 1)]
+    scale = jnp.maximum(jnp.maximum(size, level[:, None]), jnp.finfo(new.dtype).tiny)
+    return jnp.max(jnp.sqrt(jnp.sum(diff * diff, axis=-1)) / scale, axis=1)
 
 
 def first_bad_point(xs, start, bad):
@@ -217,7 +222,7 @@ def anderson_update(f, hist_dx, hist_dr, r, weight, reg: float = 1e-4):
     return f - step.reshape(f.shape)
 
 
-def window_stride(state: PicardState, new, plan: Plan):
+def window_stride(state: PicardState, new, d, plan: Plan, sig):
     """How far the window moves after a round.
 
     blocks: a whole block after `iters` rounds on it, else 0. window: to the first point whose relative change
@@ -227,7 +232,7 @@ def window_stride(state: PicardState, new, plan: Plan):
     if plan.rule == "blocks":
         return jnp.where(state.block_round + 1 >= plan.iters, w, 0).astype(jnp.int32)
     idx = jnp.arange(w + 1, dtype=jnp.int32)
-    ok = (relative_change(new, state.xs) <= plan.point_tol) | (state.start + idx > plan.steps)
+    ok = (scaled_change(new, state.xs, d, sig, state.start) <= plan.point_tol) | (state.start + idx > plan.steps)
     ok = ok.at[0].set(True)
     return jnp.where(jnp.all(ok), w, jnp.maximum(jnp.argmin(ok), 1)).astype(jnp.int32)
 
@@ -271,7 +276,7 @@ def picard_step(denoiser, state: PicardState, plan: Plan, sig, key) -> PicardSta
     history = None if state.secant is None else (state.secant.x[:-1], state.secant.d[:-1], state.secant.known[:-1])
     new, d = picard_round(denoiser, state.xs, state.start, sig, key=key, eta=plan.eta, history=history, d=d)
     bad = first_bad_point(new, state.start, state.bad)
-    stride = window_stride(state, new, plan)
+    stride = window_stride(state, new, d, plan, sig)
     src = jnp.minimum(idx + stride, w)
     nxt, anderson = new, state.anderson
     if anderson is not None:
@@ -317,6 +322,13 @@ def make_plan(opts: PicardOptions, steps: int, dim: int) -> Plan:
     return Plan(rule, w, iters, tol, opts.picard_anderson or 0, opts.newton(), MODES[opts.picard_mode], steps)
 
 
+def run_plan(denoiser, x_T, sig, key, plan: Plan) -> PicardState:
+    """Rounds until the window's start reaches the grid's end; the final state's xs[0] is the sample. The plan's
+    tolerance and rounds per block may be traced values (one compiled program for a sweep of them)."""
+    return jax.lax.while_loop(lambda s: s.start < plan.steps, lambda s: picard_step(denoiser, s, plan, sig, key),
+                              initial_state(x_T, plan, sig))
+
+
 def sample_picard(denoiser, x_T, sigmas, *, key, **options):
     """Picard rounds over windows of the sequential chain (PIADM-SDE/ODE, Chen et al. 2024; ParaDiGMS, Shih et al.
     2023), quasi-Newton and optionally Anderson-accelerated; converges to sample_ddpm (sde) / sample_euler (ode) from
@@ -325,6 +337,5 @@ def sample_picard(denoiser, x_T, sigmas, *, key, **options):
     check_sigmas(sigmas)
     sig = jnp.asarray(sigmas, x_T.dtype)
     plan = make_plan(opts, int(sig.shape[0]) - 1, math.prod(x_T.shape[1:]))
-    state = jax.lax.while_loop(lambda s: s.start < plan.steps, lambda s: picard_step(denoiser, s, plan, sig, key),
-                               initial_state(x_T, plan, sig))
+    state = run_plan(denoiser, x_T, sig, key, plan)
     return SampleResult(state.xs[0], state.evals, state.rounds, {"nonfinite_step": state.bad, "points": state.points})
