@@ -54,7 +54,8 @@ def roofline() -> dict:
 VARIANTS = {"paper": ("paper", {}), "stratified": ("stratified", {}),
             "strat-uniform": ("stratified", {"far_design": "uniform", "far_regression": True}),
             "strat-proxy-ht": ("stratified", {"far_design": "proxy", "far_regression": False}),
-            "strat-proxy-greg": ("stratified", {"far_design": "proxy", "far_regression": True})}
+            "strat-proxy-greg": ("stratified", {"far_design": "proxy", "far_regression": True}),
+            "strat-share-0.8": ("stratified", {"far_share": 0.8})}
 ESTIMATORS = ("paper", "stratified")
 
 
@@ -69,6 +70,15 @@ def r2_rows(a, b) -> np.ndarray:
     return per_sample_r2(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1))
 
 
+def variant(den, fields: dict):
+    """The denoiser with its plan's fields replaced (the far slots follow a new far share)."""
+    from diffcli.denoisers.golden.plan import far_slots
+
+    if "far_share" in fields:
+        fields = fields | {"far_slots": far_slots(den.plan.k_max, den.plan.n, fields["far_share"])}
+    return dataclasses.replace(den, plan=dataclasses.replace(den.plan, **fields))
+
+
 def protocol_base(idx, base: str, sigmas, batch: int, k_min, k_max, repeats: int, names=ESTIMATORS) -> dict:
     """Both estimators and the full scan of one base along 10 DDIM steps from the same noise: per step r2 of each
     estimator's output against the full scan at the estimator's own state, seconds per step, final r2."""
@@ -79,9 +89,7 @@ def protocol_base(idx, base: str, sigmas, batch: int, k_min, k_max, repeats: int
     built = {e: build_denoiser("golden", idx, GoldenOptions(sigmas=sigmas, golden_base=base, golden_k_min=k_min,
                                                              golden_k_max=k_max, golden_estimator=e))
              for e in ESTIMATORS}
-    dens = {name: dataclasses.replace(built[VARIANTS[name][0]],
-                                      plan=dataclasses.replace(built[VARIANTS[name][0]].plan, **VARIANTS[name][1]))
-            for name in names}
+    dens = {name: variant(built[VARIANTS[name][0]], VARIANTS[name][1]) for name in names}
     plan = built["paper"].plan
     full = full_scan_like(built["paper"], idx) if base == "pca-local" else build_denoiser("empirical", idx,
                                                                                          StreamOptions())

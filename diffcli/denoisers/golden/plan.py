@@ -55,6 +55,7 @@ class GoldenPlan(eqx.Module):
     seed: int = eqx.field(static=True)
     estimator: str = eqx.field(static=True, default="paper")
     far_slots: int = eqx.field(static=True, default=0)  # the stratified estimator's far draws (padded)
+    far_share: float = eqx.field(static=True, default=FAR_SHARE)
     far_design: str = eqx.field(static=True, default="uniform")  # far draws: "uniform", or "proxy" (a proposal)
     far_regression: bool = eqx.field(static=True, default=True)  # the far totals regression-corrected (else plain)
     crossfit: bool = eqx.field(static=True, default=False)  # its regression fitted on one half, applied to the other
@@ -72,7 +73,7 @@ class GoldenPlan(eqx.Module):
     def far_count(self, sigma):
         """The stratified estimator's active far draws f_t: even, FAR_SHARE * s_t * k_t, none once k_t >= N."""
         _, k_t = golden_sizes(sigma, self.n, self.k_min, self.k_max)
-        f = 2 * jnp.round(FAR_SHARE * vp_noise_std(jnp.asarray(sigma, jnp.float32)) * k_t / 2).astype(jnp.int32)
+        f = 2 * jnp.round(self.far_share * vp_noise_std(jnp.asarray(sigma, jnp.float32)) * k_t / 2).astype(jnp.int32)
         f = jnp.minimum(jnp.minimum(f, self.far_slots), 2 * ((k_t - 1) // 2))
         return jnp.where(k_t >= self.n, 0, f)
 
@@ -182,9 +183,9 @@ def plan_and_rows(index, opts) -> tuple[GoldenPlan, dict]:
     return plan, rows
 
 
-def far_slots(k_max: int, n: int) -> int:
-    """Padded far draws of the stratified estimator: FAR_SHARE * k_max rounded to even, none when k_max >= N."""
-    return 0 if k_max >= n else 2 * int(round(FAR_SHARE * k_max / 2))
+def far_slots(k_max: int, n: int, share: float = FAR_SHARE) -> int:
+    """Padded far draws of the stratified estimator: share * k_max rounded to even, none when k_max >= N."""
+    return 0 if k_max >= n else 2 * int(round(share * k_max / 2))
 
 
 def resolved_estimator(opts) -> str:
