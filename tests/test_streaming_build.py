@@ -215,7 +215,7 @@ def test_peak_memory_of_a_50k_row_build(tmp_path):
     """Written in place (as every index over 256 MiB is), a 50k-row build holds the proxies (4 N d) and a
     workspace bounded by the k-means chunk (a device copy of up to 65,536 proxy rows and their [rows, lists]
     scores, twice for XLA's temporaries), plus 128 MiB of blocks, sums and compilation; never a float copy of
-    the rows beyond that chunk. Measured here: 290 MB over a warm 1,000-row build, bound 371 MB."""
+    the rows beyond that chunk. Measured here: 290 MB over a warm 1,000-row build, bound 377 MB."""
     from diffcli.index.coarse import ASSIGN_CHUNK, default_lists
 
     n, d = 50000, 256
