@@ -425,28 +425,21 @@ STORED_CLASS_STATS_ABOVE = 4096  # above this dimension a class's PCA is read fr
 
 
 def stored_class_stats(index: Index, label: int, count: int) -> dict | None:
-    """The class's mean and PCA factors as index-build stored them ('/class_stats/*', stacked by label, components
-    zero-padded past a class's rank), or None when the index has none or they do not describe `count` rows."""
+    """The class's mean and PCA factors as index-build stored them (`class_statistics_of`), or None when the index
+    has none or they do not describe `count` rows (an index restricted in memory is not its file)."""
     if index.path is None:
         return None
     try:
-        with h5py.File(index.path, "r") as f:
-            if "class_stats" not in f:
-                return None
-            g = f["class_stats"]
-            if not 0 <= label < g["count"].shape[0] or int(g["count"][label]) != count:
-                return None
-            mean, comps = g["mean"][label], g["pca_components"][label]
-            variances, residual = g["pca_variances"][label], float(g["residual_variance"][label])
-    except (OSError, KeyError, ValueError, TypeError):
+        st = class_statistics_of(index.path, int(label))
+    except OSError:
         return None
-    if (mean.shape != (index.dim,) or comps.ndim != 2 or comps.shape[1] != index.dim
-            or variances.shape != (comps.shape[0],) or not all(np.all(np.isfinite(a)) for a in (mean, comps,
-                                                                                          variances))):
+    if st is None or st["count"] != count:
         return None
-    real = np.any(comps != 0, axis=1)  # drop the zero padding rows
-    return {"mean": mean.astype(np.float32), "components": comps[real].astype(np.float32),
-            "variances": variances[real].astype(np.float32), "residual_variance": max(residual, 0.0)}
+    comps = np.asarray(st["components"], np.float32)
+    real = np.any(comps != 0, axis=1)  # no padding rows, whatever the stored rank
+    return {"mean": np.asarray(st["mean"], np.float32), "components": comps[real],
+            "variances": np.asarray(st["variances"], np.float32)[real],
+            "residual_variance": max(float(st["residual_variance"]), 0.0)}
 
 
 def class_rows(index: Index, label: int, *, shrinkage: float | None = None) -> Index:
