@@ -26,7 +26,7 @@ MAX_WINDOWS = 256  # attempts (accepted or rejected windows) before the loop giv
 WARM_ORDER = 2  # Taylor order of the extrapolated polynomial that starts a window's rounds
 SAFETY = 0.8  # next window length = SAFETY * (target / estimate)^(1 / (nodes - 1)) * this one's
 GROWTH = (0.25, 2.5)  # bounds on the ratio of consecutive window lengths
-TAIL_SCALE = 0.003  # the error a window leaves, per unit of log-sigma, per unit of its relative spectral tail
+TAIL_SCALE = 0.01  # the error a window leaves, per unit of log-sigma, per unit of its relative spectral tail
 ROUND_SHARE = 2.0  # a window's rounds stop at this many times its share of the tolerance (the change overstates
 # the error left: the rounds contract)
 EARLY_ROUNDS = 2  # rounds after which a window whose tail is far past the target stops (it will be rejected)
