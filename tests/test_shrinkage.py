@@ -46,14 +46,18 @@ def low_rank(rng, dim, k, scale):
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
-def test_low_rank_mix_is_exact_in_the_span_of_both_bases(lam):
+@pytest.mark.parametrize("shared", [0, 3])  # global directions the class basis already holds (dropped once)
+def test_low_rank_mix_is_exact_in_the_span_of_both_bases(lam, shared):
     rng = np.random.default_rng(1)
     dim = 40
     cls, glob = low_rank(rng, dim, 6, 1.0), low_rank(rng, dim, 9, 2.0)
+    if shared:  # the global basis spans 3 of the class's directions, rotated among its own
+        q, _ = np.linalg.qr(np.concatenate([cls["components"][:shared].T, glob["components"][shared:].T], axis=1))
+        glob["components"] = q.T.astype(np.float32)
     got = shrink_covariance(cls, glob, lam, dim, dense_limit=0)  # the path taken above DENSE_LIMIT
     want = (1 - lam) * dense_covariance(cls, dim) + lam * dense_covariance(glob, dim)
     np.testing.assert_allclose(dense_covariance(got, dim), want, atol=1e-5)
-    assert got["components"].shape[0] <= 15
+    assert got["components"].shape[0] == 15 - shared
     u = got["components"].astype(np.float64)
     np.testing.assert_allclose(u @ u.T, np.eye(len(u)), atol=1e-6)
     # the dense path gives the same matrix

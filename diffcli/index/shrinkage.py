@@ -2,8 +2,9 @@
 
 Both covariances come as factors {components U [k, D] (orthonormal rows), variances [k], residual_variance r}, meaning
 U^T diag(v) U + r (I - U^T U). The mix is eigendecomposed again, never a linear mix of eigenvectors: exactly as a
-dense D x D matrix up to DENSE_LIMIT dimensions; above, in the span of both bases (QR of the stacked rows), where
-the isotropic residuals are exact too, and the complement keeps the mixed residual (1 - lam) r_c + lam r_g.
+dense D x D matrix up to DENSE_LIMIT dimensions; above, in the span of both bases (orthonormalised through Gram
+matrices), where the isotropic residuals are exact too, and the complement keeps the mixed residual
+(1 - lam) r_c + lam r_g.
 """
 
 from __future__ import annotations
@@ -48,14 +49,33 @@ def shrink_covariance(class_stats: dict, global_stats: dict, lam: float, dim: in
     return {"mean": np.asarray(class_stats["mean"], np.float32), **out}
 
 
+def orthonormal_columns(b: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Orthonormal columns spanning b's [D, m] columns, from the m x m Gram matrix twice (CholQR2: matrix products
+    only, far faster than Householder QR at D = 12288); directions with singular value below `floor` are dropped as
+    already spanned (b's columns have norm at most about 1, and float32-stored bases agree with themselves to about
+    1e-7, so the floor sits above that rounding)."""
+    for _ in range(2):
+        lam, vec = np.linalg.eigh(b.T @ b)
+        keep = lam > floor**2
+        b = (b @ vec[:, keep]) / np.sqrt(lam[keep])
+    return b
+
+
+def span_basis(uc: np.ndarray, ug: np.ndarray) -> np.ndarray:
+    """Q [D, q]: orthonormal columns spanning the rows of both bases (the class's first, then the global part that
+    lies outside them, projected out twice)."""
+    q1 = orthonormal_columns(uc.T)
+    rest = ug.T - q1 @ (q1.T @ ug.T)
+    rest -= q1 @ (q1.T @ rest)
+    return np.concatenate([q1, orthonormal_columns(rest)], axis=1)
+
+
 def _shrink_low_rank(class_stats: dict, global_stats: dict, lam: float, dim: int) -> dict:
     """The mix in Q = span(U_c, U_g): Q^T Sigma Q is small and exact; off the span both covariances are isotropic."""
     uc = np.asarray(class_stats["components"], np.float64)
     ug = np.asarray(global_stats["components"], np.float64)
     rc, rg = _residual(class_stats, dim), _residual(global_stats, dim)
-    q, tri = np.linalg.qr(np.concatenate([uc, ug]).T)  # [D, q]
-    keep = np.abs(np.diag(tri)) > 1e-9 * max(1.0, float(np.abs(np.diag(tri)).max(initial=0.0)))
-    q = q[:, keep]  # drop directions the stacked bases repeat
+    q = span_basis(uc, ug)  # [D, q]
 
     def inside(u, v, r):
         a = q.T @ u.T  # [q, k]: the basis in Q's coordinates (exact, since span(u) lies in span(Q))
