@@ -51,7 +51,7 @@ def shrink_covariance(class_stats: dict, global_stats: dict, lam: float, dim: in
 
 def orthonormal_columns(b: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     """Orthonormal columns spanning b's [D, m] columns, from the m x m Gram matrix twice (CholQR2: matrix products
-    only, far faster than Householder QR at D = 12288); directions with singular value below `floor` are dropped as
+    only, no Householder QR of a tall D x m matrix); directions with singular value below `floor` are dropped as
     already spanned (b's columns have norm at most about 1, and float32-stored bases agree with themselves to about
     1e-7, so the floor sits above that rounding)."""
     for _ in range(2):
