@@ -27,6 +27,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
+# variants any recipe may name in its methods (a recipe's own [denoiser."name@variant"] table takes precedence):
+# golden's two estimators over both bases, at the recipe's golden sizes
+GOLDEN_VARIANTS = {f"golden@{base}-{est}": {"golden_base": base, "golden_estimator": est}
+                   for base in ("pca-local", "empirical") for est in ("paper", "stratified")}
 
 
 def run_one(args) -> None:
@@ -117,7 +121,7 @@ def compare_dataset(spec: str, recipe: dict, quick: bool, given_model: str | Non
         raise SystemExit(f"the reference network failed to sample: {ref['error']}")
     rows = [{"method": "reference (neural)", "mse": 0.0, "r2": 1.0, **_cost(ref)}]
     for method in recipe["methods"]:  # "name" or "name@variant": the denoiser, with [denoiser."name@variant"]
-        opts = recipe.get("denoiser", {}).get(method, {})
+        opts = recipe.get("denoiser", {}).get(method) or variant_options(method, recipe)
         t0 = time.perf_counter()
         res = sample_method(method.split("@")[0], index_path, None, {**cfg, "denoiser_options": opts})
         print(f"[{spec}] {method}: {res['status']} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
@@ -129,6 +133,14 @@ def compare_dataset(spec: str, recipe: dict, quick: bool, given_model: str | Non
         rows.append({"method": method, "mse": fid["mse"], "r2": fid["r2"], **_cost(res), **_settings(opts, res)})
     return {"dataset": spec, "index": index_path, "model": model, "model_info": model_info, "settings": cfg,
             "rows": rows}
+
+
+def variant_options(method: str, recipe: dict) -> dict:
+    """A built-in variant's options over the recipe's own for its denoiser (golden@empirical-paper: the recipe's
+    [denoiser.golden] sizes with the empirical base and the paper's estimator); {} for a plain name."""
+    if method not in GOLDEN_VARIANTS:
+        return {}
+    return {**recipe.get("denoiser", {}).get(method.split("@")[0], {}), **GOLDEN_VARIANTS[method]}
 
 
 def _cost(res: dict) -> dict:
