@@ -176,6 +176,21 @@ def sample(path: str, args) -> dict:
             "sample_wall_s": r["wall_s"]}
 
 
+def strict(x):
+    """NaN and infinities as null, so the file is strict JSON."""
+    if isinstance(x, dict):
+        return {k: strict(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [strict(v) for v in x]
+    return None if isinstance(x, float) and not np.isfinite(x) else x
+
+
+def save(result: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(strict(result), f, indent=1)
+
+
 def gb(x) -> str:
     return "-" if x is None else f"{x / 2**30:.2f}"
 
@@ -237,13 +252,15 @@ def main():
         spec = f"shapes:res={res},n={n},classes={classes}"
         path = os.path.join(work, f"shapes{res}-{n}.h5")
         print(f"N={n}: building {spec}", file=sys.stderr, flush=True)
-        row = {"n_total": n, "spec": spec, **build(spec, path)}
+        row = {"n_total": n, "spec": spec, **build(spec, path), "load_average_1min": os.getloadavg()[0]}
         import h5py
 
         with h5py.File(path, "r") as f:
             row["n"] = int(f.attrs["n"])
         dim, pdim = 3 * res * res, proxy_dim("image", (3, res, res))
         row["memory_goal_bytes"] = (2 << 30) + 4 * row["n"] * pdim
+        result["rows"].append(row)
+        save(result, out_path)  # the build's figures, before a sampling run that may be stopped
         need, avail = sample_memory_estimate(row["n"], dim, pdim), mem_available()
         if need > 0.7 * avail:
             row["sample_skipped"] = (f"sampling needs about {need / 2**30:.1f} GB, {avail / 2**30:.1f} GB "
@@ -251,10 +268,7 @@ def main():
         else:
             print(f"N={n}: sampling", file=sys.stderr, flush=True)
             row.update(sample(path, args))
-        result["rows"].append(row)
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
-        with open(out_path, "w") as f:  # after every N, so a long run that is stopped keeps what it measured
-            json.dump(result, f, indent=1)
+        save(result, out_path)  # after every N, so a long run that is stopped keeps what it measured
         print_table(result["rows"])
         if not args.workdir:
             os.remove(path)
