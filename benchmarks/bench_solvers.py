@@ -105,8 +105,9 @@ def setting_name(opts):
 FIXED_SERIES = CLASSIC + ("collocation-equal", "collocation-fixed")  # series the window controller does not touch
 
 
-def bench_testbed(dim, ratio, quick, components=4, reuse=()):
-    """Rows and summary of one testbed; `reuse`: rows measured before for it (of FIXED_SERIES) that are kept."""
+def bench_testbed(dim, ratio, quick, components=4, reuse=(), only=None):
+    """Rows and summary of one testbed; `reuse`: rows measured before for it (of FIXED_SERIES) that are kept;
+    `only`: the collocation series to run (default all)."""
     den, x_t, keys = testbed(dim, ratio, components)
     rows = [dict(r) for r in reuse if r["solver"] in FIXED_SERIES]
     kept = {r["solver"] for r in rows}
@@ -117,7 +118,7 @@ def bench_testbed(dim, ratio, quick, components=4, reuse=()):
             rows.append(dict(solver=name, setting=f"steps={steps}", rounds=int(out.rounds), nfe=int(out.nfe),
                              error=rel_error(out.x0, ref), seconds=sec))
     for name, settings in collocation_series(quick):
-        if name in kept:
+        if name in kept or (only is not None and name not in only):
             continue
         for opts in settings:
             out, sec = run_solver("collocation", den, x_t, karras(8), keys, **opts)
@@ -240,6 +241,7 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="keep the testbeds already in the JSON and run the rest")
     p.add_argument("--reuse", help="a former result JSON: its rows of the classic solvers and of collocation with "
                                    "equal windows are kept (they do not depend on the window controller)")
+    p.add_argument("--colloc-series", help="comma list of the collocation series to run (default all)")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     beds = [(16, 2.0, 4)] if args.quick else list(TESTBEDS)
@@ -263,7 +265,8 @@ def main(argv=None):
                for s in summaries):
             continue
         reuse = [r for r in former if (r["dim"], r["ratio"], r["components"]) == (dim, ratio, components)]
-        rows, summary = bench_testbed(dim, ratio, args.quick, components, reuse)
+        only = None if args.colloc_series is None else args.colloc_series.split(",")
+        rows, summary = bench_testbed(dim, ratio, args.quick, components, reuse, only)
         jax.clear_caches()  # every setting compiles anew: a long run otherwise exhausts the process's memory maps
         for r in rows:
             r.update(dim=dim, ratio=ratio, components=components)
