@@ -122,3 +122,23 @@ def test_uint8_rows_sharded_over_four_devices_give_the_float_posterior(index):
     gaps = [float(v) for v in out.stdout.strip().splitlines()[-1].split()]
     for gap, sigma in zip(gaps, (0.1, 1.0, 10.0), strict=True):
         assert gap <= posterior_tolerance(index, x, sigma)
+
+
+@pytest.mark.parametrize("estimator", ["paper", pytest.param("stratified", marks=pytest.mark.slow)])
+def test_golden_keeps_uint8_rows_and_gives_the_float_subset_mean(index, estimator):
+    """Golden gathers its candidates from the uint8 rows (and streams them for its moments): no float32 [N, D] copy,
+    and the same subset posterior as over float32 rows, for the same key."""
+    from diffcli.denoisers.golden import build
+    from diffcli.denoisers.options import GoldenOptions
+
+    opts = GoldenOptions(golden_base="empirical", golden_k_min=30, golden_k_max=60, golden_estimator=estimator)
+    stored, floats = build(index, opts), build(as_float_index(index), opts)
+    assert stored.rows.data.dtype == jnp.uint8 and floats.rows.data.dtype == jnp.float32
+    # the plan (masks, moments) holds no float32 rows [>= N, D] either; 8 x 8 images are their own 16 x 16 proxies
+    assert not any(a.ndim == 2 and a.shape[0] >= index.n and a.shape[1] == index.dim
+                   for a in float_leaves(stored.plan))
+    x = np.random.default_rng(1).standard_normal((3, *index.shape)).astype(np.float32)
+    key = jax.random.split(jax.random.PRNGKey(5), 3)
+    for sigma in (0.3, 3.0):
+        got, want = np.asarray(stored(x, sigma, key=key)), np.asarray(floats(x, sigma, key=key))
+        np.testing.assert_allclose(got, want, rtol=0, atol=posterior_tolerance(index, x, sigma))

@@ -30,7 +30,7 @@ from diffcli.denoisers.golden.posterior import subset_mean
 from diffcli.denoisers.golden.screen import screen
 from diffcli.denoisers.golden.select import exact_distances
 from diffcli.denoisers.golden.stratified import StratifiedSubset, far_draws, stratified_mean
-from diffcli.denoisers.rows import pad_to
+from diffcli.denoisers.rows import pad_to, to_float
 from diffcli.index.coarse import piece_blocks
 from diffcli.parallel.denoiser import put_rows
 from diffcli.parallel.mesh import AXIS, row_mesh
@@ -76,7 +76,7 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
             floor_rest = jnp.minimum(floor_rest, -neg_all[kk])
         in_cand = local_members(cand[:kk], jnp.isfinite(neg_all[:kk]), offset, rpp)[pos] & jnp.isfinite(dp)
         # 2. exact distances of this device's candidates; the global k_max nearest fix k_t
-        rows = shard.data[pos]
+        rows = to_float(shard.data[pos])
         d = exact_distances(rows, x, in_cand)
         neg_d, nearest = global_top_k(-d, gid, kk)
         d_sorted = -neg_d
@@ -93,7 +93,7 @@ class ShardedGoldenDenoiser(AbstractDenoiser):
         ids, active = far_draws(self.plan, key, sigma)
         local = ids - jax.lax.axis_index(AXIS) * rpp
         mine = (local >= 0) & (local < rpp)
-        far = jax.lax.psum(jnp.where(mine[:, None], shard.data[jnp.clip(local, 0, rpp - 1)], 0.0), AXIS)
+        far = jax.lax.psum(jnp.where(mine[:, None], to_float(shard.data[jnp.clip(local, 0, rpp - 1)]), 0.0), AXIS)
         outside = ~jnp.any(ids[:, None] == near_ids[None, :], axis=1)
         inv_p = jnp.full(ids.shape, self.plan.n, jnp.float32)
         return StratifiedSubset(rows, keep, far, active, outside, inv_p), None

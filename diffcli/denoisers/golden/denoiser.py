@@ -10,7 +10,7 @@ from diffcli.denoisers.golden.plan import GoldenPlan, GoldenRows, plan_and_rows
 from diffcli.denoisers.golden.posterior import subset_mean
 from diffcli.denoisers.golden.select import select
 from diffcli.denoisers.golden.stratified import stratified_mean, stratified_select
-from diffcli.denoisers.rows import pad_rows
+from diffcli.denoisers.rows import pad_rows, to_float
 from diffcli.index.coarse import piece_blocks
 
 DIAG_CHUNK = 1024  # rows per chunk of diagnose's full scan; data is padded to a multiple of it
@@ -53,7 +53,7 @@ class GoldenDenoiser(AbstractDenoiser):
         inside = jnp.zeros(data.shape[0], bool).at[jnp.maximum(ids, 0)].max(ids >= 0)
         real = jnp.arange(data.shape[0]) < self.plan.n
         chunks = data.reshape(-1, DIAG_CHUNK, data.shape[1])
-        d = jax.lax.map(lambda c: jnp.sum(jnp.square(c - x[None, :]), axis=1), chunks).reshape(-1)
+        d = jax.lax.map(lambda c: jnp.sum(jnp.square(to_float(c) - x[None, :]), axis=1), chunks).reshape(-1)
         logit = -d * (0.5 / jnp.square(sigma))
         log_in = jax.nn.logsumexp(jnp.where(inside & real, logit, -jnp.inf))
         log_out = jax.nn.logsumexp(jnp.where(~inside & real, logit, -jnp.inf))

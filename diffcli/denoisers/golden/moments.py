@@ -11,12 +11,15 @@ held per sigma band in the mask's own form (lists or dense). Derivation: docs/go
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffcli.denoisers.pca_local import DenseMask, ListMask, PixelMasks
+from diffcli.denoisers.rows import host_float, pad_to, to_float
 
 
 class IndexMoments(eqx.Module):
@@ -62,19 +65,58 @@ def index_totals(mom: IndexMoments, x, inv2var, mask=None, cls: int | None = Non
     return mom.s1, -inv2var * sum_d, -inv2var * sum_xd
 
 
-def index_moments(data: np.ndarray, masks: PixelMasks | None) -> IndexMoments:
-    """The moments of rows data [N, D] (float64 on the host, stored float32), per band for a pca-local base."""
-    x = np.asarray(data, np.float64)
-    mean = x.mean(0)
-    xc = x - mean
-    s1, q = xc.sum(0), np.square(xc).sum(0)
-    c = xc.T @ xc
-    t = xc.T @ np.square(xc)  # T[m, j] = sum_n x_nm x_nj^2
+MOMENT_BLOCK = 2048  # rows per block of the moment sums (float32 products on the device, summed in float64)
+
+
+@functools.partial(jax.jit, static_argnames="full_t")
+def _block_sums(block, ok, mean, full_t: bool):
+    """One block's centred sums: (S1 [D], Q [D], C [D, D], T [D, D] or its row sums [D], min [D], max [D]); padding
+    rows excluded."""
+    xc = jnp.where(ok[:, None], to_float(block) - mean, 0.0)
+    sq = jnp.square(xc)
+    lo = jnp.min(jnp.where(ok[:, None], xc, jnp.inf), axis=0)
+    hi = jnp.max(jnp.where(ok[:, None], xc, -jnp.inf), axis=0)
+    t = xc.T @ sq if full_t else xc.T @ sq.sum(1)
+    return xc.sum(0), sq.sum(0), xc.T @ xc, t, lo, hi
+
+
+def centred_sums(stored: np.ndarray, mean: np.ndarray, full_t: bool, block: int = MOMENT_BLOCK):
+    """(S1, Q, C, T (or its row sums unless full_t), lo, hi) of the rows in stored form [N, D] centred on `mean`,
+    streamed in blocks of rows, so no float copy of the index is made; each block's products are float32 on the
+    device, the totals float64."""
+    n, dim = stored.shape
+    block = min(block, n)
+    acc = [np.zeros(dim), np.zeros(dim), np.zeros((dim, dim)), np.zeros((dim, dim) if full_t else dim)]
+    lo, hi = np.full(dim, np.inf), np.full(dim, -np.inf)
+    mean32 = jnp.asarray(mean, jnp.float32)
+    for start in range(0, n, block):
+        part = stored[start:start + block]
+        ok = np.arange(block) < len(part)
+        sums = _block_sums(jnp.asarray(pad_to(part, block)), jnp.asarray(ok), mean32, full_t)
+        for a, s in zip(acc, sums[:4], strict=True):
+            a += np.asarray(s, np.float64)
+        lo, hi = np.minimum(lo, np.asarray(sums[4])), np.maximum(hi, np.asarray(sums[5]))
+    return (*acc, lo, hi)
+
+
+def row_mean(stored: np.ndarray, block: int = 65536) -> np.ndarray:
+    """The float64 mean of rows in stored form, a block at a time."""
+    total = np.zeros(stored.shape[1])
+    for start in range(0, len(stored), block):
+        total += host_float(stored[start:start + block]).sum(0, dtype=np.float64)
+    return total / len(stored)
+
+
+def index_moments(stored: np.ndarray, masks: PixelMasks | None) -> IndexMoments:
+    """The moments of the index rows [N, D] in stored form (uint8 images or float32), per band for a pca-local
+    base. The cost is N D^2 multiply-adds, made once when the denoiser is built."""
+    mean = row_mean(stored)
+    s1, q, c, t, lo, hi = centred_sums(stored, mean, full_t=masks is not None)
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    common = dict(mean=f32(mean), lo=f32(xc.min(0)), hi=f32(xc.max(0)), s1=f32(s1), q=f32(q), n=len(x))
+    common = dict(mean=f32(mean), lo=f32(lo), hi=f32(hi), s1=f32(s1), q=f32(q), n=len(stored))
     if masks is None:
-        return IndexMoments(c=f32(c), t=f32(t.sum(1)), masked_c=None, masked_t=None, **common)
-    tables, masked_t = [], np.zeros((len(masks.band_class), x.shape[1]))
+        return IndexMoments(c=f32(c), t=f32(t), masked_c=None, masked_t=None, **common)
+    tables, masked_t = [], np.zeros((len(masks.band_class), stored.shape[1]))
     slots, classes = np.asarray(masks.band_slot), np.asarray(masks.band_class)
     counts = np.asarray(masks.count)
     for cls, table in enumerate(masks.tables):
@@ -84,10 +126,10 @@ def index_moments(data: np.ndarray, masks: PixelMasks | None) -> IndexMoments:
             for band in np.flatnonzero(classes == cls):
                 masked_t[band] = (tab[slots[band]] * t.T).sum(0)
         else:  # table[s, m, l]: neighbour l of pixel m
-            rows = np.arange(x.shape[1])[None, :, None]
+            rows = np.arange(stored.shape[1])[None, :, None]
             tables.append(f32(c[rows, tab]))
             for band in np.flatnonzero(classes == cls):
                 nbr = tab[slots[band]]
                 valid = np.arange(nbr.shape[1])[None, :] < counts[band][:, None]
-                masked_t[band] = (t[np.arange(x.shape[1])[:, None], nbr] * valid).sum(1)
+                masked_t[band] = (t[np.arange(stored.shape[1])[:, None], nbr] * valid).sum(1)
     return IndexMoments(c=None, t=None, masked_c=tuple(tables), masked_t=f32(masked_t), **common)

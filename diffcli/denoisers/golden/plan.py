@@ -164,7 +164,7 @@ def plan_and_rows(index, opts) -> tuple[GoldenPlan, dict]:
             raise UsageError("--golden-coarse needs an index built with coarse clusters; rebuild it with --coarse.")
         coarse = coarse_stage(index.coarse, proxy, opts.golden_nprobe, opts.seed)
         lists = np.asarray(coarse.search.ids)
-    data = np.asarray(index.train_data(), np.float32)
+    data = index.stored_rows()  # uint8 images stay uint8: candidates are converted where they are gathered
     plan = GoldenPlan(
         proxy_map=pmap,
         masks=masks,

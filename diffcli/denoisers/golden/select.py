@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from diffcli.denoisers.golden.plan import GoldenPlan, GoldenRows
 from diffcli.denoisers.golden.screen import screen
+from diffcli.denoisers.rows import to_float
 from diffcli.denoisers.subset import tail_bounds
 
 
@@ -25,7 +26,7 @@ def select(plan: GoldenPlan, rows: GoldenRows, x, sigma, key):
     if dprox.shape[0] > kk:  # the (K+1)-th screened distance bounds everything the screen left out
         floor_rest = jnp.minimum(floor_rest, dprox[kk])
     cand, dprox = cand[:kk], dprox[:kk]
-    cand_rows = rows.data[cand]
+    cand_rows = to_float(rows.data[cand])
     neg, order = jax.lax.top_k(-exact_distances(cand_rows, x, jnp.isfinite(dprox)), kk)
     d_sorted, ids = -neg, cand[order]
     k_t, bounds = plan.subset_size(d_sorted, plan.floor(floor_rest, p_keep), sigma, k_t)

@@ -22,7 +22,7 @@ from diffcli.denoisers.golden.regression import Draws, Totals, horvitz_thompson,
 from diffcli.denoisers.golden.screen import proxy_distances
 from diffcli.denoisers.golden.select import select
 from diffcli.denoisers.pca_local import masked_distances, rows_per_chunk
-from diffcli.denoisers.rows import split_chunks
+from diffcli.denoisers.rows import split_chunks, to_float
 
 PROPOSAL_UNIFORM = 0.2  # the uniform law's share in the far draws' proposal (a defensive mixture)
 EMPIRICAL_ROW_FLOATS = 4  # float32 [D] arrays per row of an empirical chunk (values, logits, weights, products)
@@ -68,12 +68,12 @@ def stratified_select(plan: GoldenPlan, rows: GoldenRows, x, sigma, key):
         ids, active = far_draws(plan, key, sigma)
         outside = ~jnp.any(ids[:, None] == diag["ids"][None, :], axis=1)
         inv_p = jnp.full(ids.shape, plan.n, jnp.float32)
-        return StratifiedSubset(near, keep, rows.data[ids], active, outside, inv_p), diag
+        return StratifiedSubset(near, keep, to_float(rows.data[ids]), active, outside, inv_p), diag
     log_p = proposal_log_p(plan, rows, x, sigma, diag["ids"])
     ids = jax.random.categorical(jax.random.fold_in(key, 1), log_p, shape=(plan.far_slots,))
     active = jnp.arange(plan.far_slots) < diag["far"]
     n_far = plan.n - jnp.sum(keep)
-    return StratifiedSubset(near, keep, rows.data[ids], active & (n_far > 0), jnp.ones(ids.shape, bool),
+    return StratifiedSubset(near, keep, to_float(rows.data[ids]), active & (n_far > 0), jnp.ones(ids.shape, bool),
                             jnp.exp(-log_p[ids])), diag
 
 
