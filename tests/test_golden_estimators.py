@@ -13,7 +13,7 @@ from diffcli.denoisers.golden import build
 from diffcli.denoisers.golden.moments import index_totals
 from diffcli.denoisers.golden.regression import Draws, Totals, horvitz_thompson, regression_total
 from diffcli.denoisers.masks import build_masks, dense_mask
-from diffcli.denoisers.options import GoldenOptions, PcaLocalOptions
+from diffcli.denoisers.options import GoldenOptions
 from diffcli.errors import UsageError
 from tests.helpers.indexes import make_index
 
@@ -23,7 +23,8 @@ SIGMAS = np.array([3.0, 0.4, 0.05, 0.0])
 
 @pytest.fixture(scope="module")
 def index():
-    return make_index()
+    """A small index: 64 rows of 6 x 6 images (programs compile at the same cost whatever the size)."""
+    return make_index(n=64, shape=(1, 6, 6))
 
 
 def noisy(index, sig, rows=5, seed=1):
@@ -32,18 +33,31 @@ def noisy(index, sig, rows=5, seed=1):
         jax.random.normal(jax.random.PRNGKey(seed), (rows, *index.shape))
 
 
+def posterior_mean64(index, x, sigma, mask=None):
+    """The exact posterior mean in float64 over all rows: one softmax, or with a mask M [D, D] one softmax per pixel
+    m over the masked squared distances sum_j M[j, m] (x_j - x_nj)^2."""
+    data = index.train_data().astype(np.float64)
+    sq = np.square(np.asarray(x, np.float64).reshape(-1) - data)
+    logit = -(sq.sum(1, keepdims=True) if mask is None else sq @ mask) / (2 * sigma**2)
+    w = np.exp(logit - logit.max(0))
+    return (w * data).sum(0) / w.sum(0)
+
+
 @pytest.mark.parametrize("base", ["empirical", pytest.param("pca-local", marks=pytest.mark.slow)])
 def test_paper_estimator_is_the_base_at_k_equals_n(index, base):
-    """k_min = k_max = N: the paper's estimator is the base itself (the stratified one: tests/test_golden.py, whose
-    default it is)."""
+    """k_min = k_max = N: the paper's estimator is the base itself, the exact posterior mean over all rows (checked
+    in float64, each query in its own mask band; the stratified one: tests/test_golden.py, whose default it is)."""
     n = index.n
-    sig = jnp.asarray([0.4, 3.0, 0.05])
+    sig = np.array([0.4, 3.0, 0.05])
     gold = build(index, GoldenOptions(sigmas=SIGMAS, golden_base=base, golden_k_min=n, golden_k_max=n,
                                       mask_threshold=0.05, golden_estimator="paper"))
-    ref = (EmpiricalDenoiser.from_data(index.train_data(), chunk=64) if base == "empirical"
-           else pca_local.build(index, PcaLocalOptions(sigmas=SIGMAS, mask_threshold=0.05)))
     x = noisy(index, sig, 3)
-    np.testing.assert_allclose(np.asarray(call(gold, x, sig)), np.asarray(call(ref, x, sig)), atol=2e-6)
+    got = np.asarray(call(gold, x, jnp.asarray(sig, jnp.float32))).reshape(3, -1)
+    bands, lists = build_masks(index, SIGMAS, 0.05)
+    for i, sigma in enumerate(sig):
+        band = int(np.argmin(np.abs(np.log(bands) - np.log(sigma))))
+        mask = None if base == "empirical" else dense_mask(lists[band], index.dim).astype(np.float64)
+        np.testing.assert_allclose(got[i], posterior_mean64(index, x[i], sigma, mask), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -71,18 +85,21 @@ def test_index_totals_match_float64_sums(index, form, monkeypatch):
     rows = data - data.mean(0)
     dim = rows.shape[1]
     bands, lists = build_masks(index, SIGMAS, 0.05)
+
+    @jax.jit  # one program for both sigmas: the query, its sigma and 1 / (2 sigma^2) are arguments
+    def totals(x, sigma, inv2var):
+        if masks is None:
+            return index_totals(mom, x, inv2var)
+        return masks.per_query(sigma, lambda cls, band: index_totals(mom, x, inv2var, masks.operand(band, cls), cls,
+                                                                     band, masks.band_slot[band]))
+
     for sigma in (3.0, 0.4):
         x = rows[7] + sigma * np.random.default_rng(2).standard_normal(dim)
         inv2var = 0.5 / sigma**2
+        got = totals(jnp.asarray(x, jnp.float32), jnp.float32(sigma), jnp.float32(inv2var))
         if masks is None:
-            got = index_totals(mom, jnp.asarray(x, jnp.float32), jnp.float32(inv2var))
             m = np.ones((dim, dim))
         else:
-            def branch(cls, band, x=x, inv2var=inv2var):
-                return index_totals(mom, jnp.asarray(x, jnp.float32), jnp.float32(inv2var),
-                                    masks.operand(band, cls), cls, band, masks.band_slot[band])
-
-            got = masks.per_query(jnp.asarray(sigma, jnp.float32), branch)
             band = int(np.argmin(np.abs(np.log(bands) - np.log(sigma))))
             assert form != "dense" or masks.dense[int(masks.band_class[band])]
             m = dense_mask(lists[band], dim).astype(np.float64)
@@ -104,31 +121,51 @@ def stratum(seed=0, n=40, pixels=3, spread=0.7):
 
 
 def estimates(x, logit, far, totals, draws: int, reps: int, crossfit: bool):
-    """[reps, P] regression estimates of the stratum's total of exp(l) x and of exp(l), and plain ones."""
+    """[reps, P] regression estimates of the stratum's total of exp(l) x and of exp(l), and plain ones (one
+    compiled program for all reps)."""
     n = len(x)
 
     def one(key):
-        ids = jax.random.randint(key, (draws,), 0, n)
-        r = jnp.asarray(far)[ids]
-        xs, ls = jnp.asarray(x)[ids], jnp.asarray(logit)[ids]
-        d = Draws(r, xs, jnp.where(r[:, None], ls, 0.0), jnp.ones(draws, bool))
-        w = jnp.where(r[:, None], jnp.exp(ls), 0.0)
+        d, w, xs = stratum_draws(x, logit, far, draws, key)
         t = Totals(*(jnp.asarray(a) for a in totals))
         return (regression_total(d, w * xs, t, n, True, crossfit), regression_total(d, w, t, n, False, crossfit),
                 horvitz_thompson(d, w * xs, n))
 
-    return jax.vmap(one)(jax.random.split(jax.random.PRNGKey(0), reps))
+    return jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(0), reps))
+
+
+def stratum_draws(x, logit, far, draws, key):
+    """(Draws, exp(l) [F, P] zero outside the stratum, x [F, P]) of `draws` uniform draws over all rows."""
+    ids = jax.random.randint(key, (draws,), 0, len(x))
+    r = jnp.asarray(far)[ids]
+    xs, ls = jnp.asarray(x)[ids], jnp.asarray(logit)[ids]
+    d = Draws(r, xs, jnp.where(r[:, None], ls, 0.0), jnp.ones(draws, bool))
+    return d, jnp.where(r[:, None], jnp.exp(ls), 0.0), xs
+
+
+def within_4_se(est, truth) -> bool:
+    """Every pixel's mean over the samples lies within 4 standard errors of the truth."""
+    return bool(np.all(np.abs(est.mean(0) - truth) <= 4 * est.std(0) / np.sqrt(len(est))))
 
 
 def test_cross_fitted_regression_totals_are_unbiased():
-    """Float64, 3000 samples of 48 draws: the cross-fitted estimate's mean lies within 4 standard errors of the true
-    total, for the numerator (x, l, l x auxiliaries) and the normaliser (a biased estimator fails this)."""
+    """Float64, 2000 samples of 16 draws: the cross-fitted estimate's mean lies within 4 standard errors of the true
+    total, for the numerator (x, l, l x auxiliaries), the normaliser and the plain estimate; the normaliser fitted
+    on all its draws (biased by O(1 / draws)) fails the same check, so the check can tell."""
+    reps, draws = 2000, 16
+    x, logit, far, totals, y_true, z_true = stratum()
+
+    def one(key):
+        d, w, xs = stratum_draws(x, logit, far, draws, key)
+        return (regression_total(d, w * xs, t, len(x), True, True), regression_total(d, w, t, len(x), False, True),
+                horvitz_thompson(d, w * xs, len(x)), regression_total(d, w, t, len(x), False, False))
+
     with jax.enable_x64(True):
-        x, logit, far, totals, y_true, z_true = stratum()
-        num, den, plain = (np.asarray(a) for a in estimates(x, logit, far, totals, 48, 3000, crossfit=True))
-    for est, truth in ((num, y_true), (den, z_true), (plain, y_true)):
-        se = est.std(0) / np.sqrt(len(est))
-        assert np.all(np.abs(est.mean(0) - truth) <= 4 * se), (est.mean(0), truth, se)
+        t = Totals(*(jnp.asarray(a) for a in totals))  # float64 totals, read by `one` when traced
+        runs = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(0), reps))
+        num, den, plain, fitted_den = (np.asarray(a) for a in runs)
+    assert within_4_se(num, y_true) and within_4_se(den, z_true) and within_4_se(plain, y_true)
+    assert not within_4_se(fitted_den, z_true)
 
 
 @pytest.mark.slow
