@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from diffcli.denoisers import pca_local
 from diffcli.denoisers.empirical import EmpiricalDenoiser
 from diffcli.denoisers.golden import build
+from diffcli.denoisers.golden.plan import DEFAULT_ESTIMATOR
 from diffcli.denoisers.golden.screen import proxy_distances
 from diffcli.denoisers.golden.select import select as select_subset
 from diffcli.denoisers.masks import build_masks, dense_mask
@@ -221,15 +222,20 @@ def test_pool_draws_are_uniform_and_keyed_by_id():
 
 
 def test_presets_agree_with_the_golddiff_recipe():
-    """recipes/golddiff.toml's [datasets.NAME] tables state exactly the presets a run without a recipe gets."""
+    """recipes/golddiff.toml's [datasets.NAME] tables state exactly the presets a run without a recipe gets, and its
+    top level the paper's method (the paper's estimator, not the default), as the sample command reads it."""
     import os
     import tomllib
 
-    from diffcli.denoisers.presets import recipe_tables
+    from diffcli.cli.sample import read_recipe
+    from diffcli.denoisers.presets import PAPER_METHOD, recipe_tables
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "golddiff.toml")
     with open(path, "rb") as f:
         assert tomllib.load(f)["datasets"] == recipe_tables()
+    options = read_recipe(path, "afhq", None)
+    assert {k: options[k] for k in PAPER_METHOD} == PAPER_METHOD
+    assert PAPER_METHOD["golden_estimator"] != DEFAULT_ESTIMATOR
 
 
 def test_default_sizes_and_thresholds_come_from_the_dataset_name():

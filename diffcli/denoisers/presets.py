@@ -2,7 +2,8 @@
 
 This table is the one home of those numbers. recipes/golddiff.toml states the same values under [datasets.NAME]
 (tests/test_golden.py checks that they agree); a run without a recipe gets them from here, by the dataset name the
-index records (`Index.dataset_name`).
+index records (`Index.dataset_name`). The recipe reproduces the paper, so it also asks for the paper's own method
+(PAPER_METHOD) where diffcli's defaults differ from it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ PRESETS = {
     "shapes": Preset(None, None, 0.03),
 }
 FALLBACK_THRESHOLD = 0.03  # any other dataset: the middle of the published range
+# GoldDiff's method as recipes/golddiff.toml states it at its top level: a PCA-locality base and the paper's
+# estimator (a random pool, one softmax over the subset), not diffcli's default stratified estimator
+PAPER_METHOD = {"denoiser": "golden", "golden_base": "pca-local", "golden_estimator": "paper"}
 
 
 def _preset(dataset: str | None) -> Preset | None:
