@@ -409,6 +409,8 @@ def test_sample_with_a_jax_model_equals_the_exact_denoiser_and_shards(gmm_run):
     with h5py.File(d / "jax" / "samples.h5") as a, h5py.File(d / "gmm" / "samples.h5") as b, \
             h5py.File(d / "shard" / "samples.h5") as s:
         assert a.attrs["denoiser"] == "jax" and a.attrs["model"] == spec
+        # the parameterisation the model declared is recorded, not only the flags given (none here)
+        assert (a.attrs["model_output"], a.attrs["model_noise"]) == ("eps", "ve")
         assert_close(a["samples"][...], b["samples"][...], dtype=np.float32, ulps=64, cond=16.0)
         assert s["ids"][...].tolist() == [1, 4]
         # the shard runs the one-shot run's program on the same inputs

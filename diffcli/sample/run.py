@@ -10,6 +10,7 @@ import numpy as np
 
 from diffcli import __version__
 from diffcli.errors import UsageError
+from diffcli.models.wrappers import model_record
 from diffcli.sample.settings import DEFAULT_STEPS, SampleSettings, uses_covariance
 
 CLUSTER_DENOISERS = ("empirical", "empirical-sharded")
@@ -142,6 +143,7 @@ def run_sample(settings: SampleSettings, *, index_path=None, root=None, shard=No
         with progress_cls("sampling", len(ids)) as bar:
             result = draw(bar.advance)
     recorded = settings.recorded()
+    recorded.update(model_record(parts[0][0]))  # a wrapped network's parameterisation, as its declaration resolved it
     recorded.update(steps=len(sigmas) - 1, index=os.path.abspath(index_path), dataset=attrs.get("dataset"),
                     diffcli_version=__version__, shard=None if shard is None else "{}/{}".format(*shard),
                     nfe=result.nfe, rounds=result.rounds)
