@@ -16,7 +16,8 @@ HALF_NORM_BLOCK = 1 << 16  # rows converted to float at a time when half squared
 
 def stored_form(data: np.ndarray) -> np.ndarray:
     """Rows [N, ...] -> [N, D] as the device keeps them: uint8 images stay uint8, anything else becomes float32."""
-    flat = np.asarray(data).reshape(len(data), -1)
+    data = np.asarray(data)
+    flat = data.reshape(len(data), int(np.prod(data.shape[1:])))  # an empty block keeps D
     return flat if flat.dtype == np.uint8 else np.asarray(flat, np.float32)
 
 
