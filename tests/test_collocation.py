@@ -92,6 +92,7 @@ def gmm(dim, radius=2.0, std=0.3, dtype=np.float64):
     return GMMDenoiser.from_arrays(means, np.full(4, std), np.full(4, 0.25), dtype=dtype)
 
 
+@pytest.mark.slow
 def test_gmm_error_roughly_flat_in_dimension():
     """Same windows, nodes and rounds at d = 16 and d = 1024 (means on a sphere of fixed radius): similar error."""
     sig = karras_sigmas(10)

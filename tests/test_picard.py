@@ -223,7 +223,8 @@ def test_anderson_update_is_triangular_and_plain_without_history():
 
 
 @pytest.mark.parametrize("mode", ["sde", "ode"])
-@pytest.mark.parametrize("accel", [dict(picard_anderson=2), dict(picard_newton=True)])
+@pytest.mark.parametrize("accel", [dict(picard_anderson=2),
+                                   pytest.param(dict(picard_newton=True), marks=pytest.mark.slow)])
 def test_acceleration_keeps_the_fixed_point(mode, accel):
     with x64():
         den, x_t, sig, keys, seq = with_sequential(mode, steps=60)
@@ -233,6 +234,7 @@ def test_acceleration_keeps_the_fixed_point(mode, accel):
     assert rel[0] < 1e-7 and rel[1] < 1e-10, rel
 
 
+@pytest.mark.slow
 def test_anderson_accelerates_the_ode():
     """On the PF-ODE: far smaller error for the same fixed rounds, and fewer rounds at the same tolerance."""
     with x64():
@@ -281,6 +283,7 @@ def test_newton_is_exact_in_two_rounds_when_the_jacobian_is_a_multiple_of_identi
     assert int(runs[0].rounds) == 4 and newton < 1e-12 and plain > 1e-4, (newton, plain)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sde", "ode"])
 def test_newton_cuts_rounds_on_a_gmm(mode):
     """Same tolerance, a window over the whole grid: under half the plain rounds, and no larger error."""
