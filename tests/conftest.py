@@ -46,12 +46,23 @@ def _fast_compiles() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
 
+def _reproducible_examples() -> None:
+    """Property tests draw the same examples on every run and machine, so a suite that passed once passes again (set
+    DIFFCLI_TEST_HYPOTHESIS=random to explore new examples)."""
+    from hypothesis import settings
+
+    if os.environ.get("DIFFCLI_TEST_HYPOTHESIS") != "random":
+        settings.register_profile("diffcli", derandomize=True, database=None)
+        settings.load_profile("diffcli")
+
+
 def pytest_configure(config):
     """Before any test module imports jax: every compiled program goes to a persistent cache, so a program compiled
     twice in one run (in-process and in a subprocess, or in two subprocesses) and every program of a second run is
     read back instead of compiled. Subprocesses (CLI runs, multi-device and multi-host workers) inherit it through
     the environment variables jax reads at import."""
     _fast_compiles()
+    _reproducible_examples()
     # subprocess workers import diffcli and the test helpers from this checkout, whatever their working directory
     paths = [str(config.rootpath), os.path.join(str(config.rootpath), "tests"), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
