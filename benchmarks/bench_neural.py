@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from benchmarks.gpu_suite import cpu_name  # noqa: E402  (the checkout's root is on the path only now)
+
 DEFAULT_MODEL = os.path.join(HERE, "results", "reference-digits-1500.eqx")
 LO, HI = 0.002, 80.0
 KS = (5, 10, 20, 50)
@@ -228,16 +229,6 @@ def rounds_at(rows: list[dict], target: float):
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 
-def cpu_name() -> str:
-    """The CPU model (/proc/cpuinfo on Linux), else what platform says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def use_compile_cache() -> None:

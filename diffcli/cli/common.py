@@ -256,3 +256,30 @@ def merge_settings(explicit: dict, recipe: dict, defaults: dict) -> dict:
     merged.update({k: v for k, v in recipe.items() if v is not None})
     merged.update({k: v for k, v in explicit.items() if v is not None})
     return merged
+
+
+def field_kind(f) -> type:
+    """The Python type a command-line option field takes (tuple-valued kinds are read as text)."""
+    kind = f.metadata["kind"][0] if isinstance(f.metadata["kind"], tuple) else f.metadata["kind"]
+    return str if kind is tuple else kind
+
+
+def field_help(f) -> str:
+    """An option field's help, capitalised as a sentence."""
+    text = f.metadata["help"]
+    return text[:1].upper() + text[1:]
+
+
+def field_parameter(name: str, f, *, help_text: str, panel: str, short: bool = False):
+    """The keyword parameter (flag, --no- form for booleans, optional short name) a generated command takes for
+    option field `name`; None means the flag was not given."""
+    import inspect
+    from typing import Annotated
+
+    from diffcli.options import flag_name
+
+    kind, flag = field_kind(f), flag_name(name)
+    decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else \
+        [flag] + ([f.metadata["short"]] if short and f.metadata.get("short") else [])
+    opt = typer.Option(*decls, help=help_text, rich_help_panel=panel, show_default=False)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, opt])

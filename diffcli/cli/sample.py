@@ -12,9 +12,8 @@ from typing import Annotated
 import typer
 
 from diffcli.cli import app
-from diffcli.cli.common import Progress, command, emit_json, info
+from diffcli.cli.common import Progress, command, emit_json, field_help, field_kind, field_parameter, info
 from diffcli.errors import DiffcliError, UsageError
-from diffcli.options import flag_name
 
 Opt = typer.Option
 
@@ -141,20 +140,14 @@ def option_parameters() -> list[inspect.Parameter]:
 
     params = []
     for name, f in all_option_fields().items():
-        m = f.metadata
-        kind = m["kind"][0] if isinstance(m["kind"], tuple) else m["kind"]
-        kind = str if kind is tuple else kind
-        flag = flag_name(name)
-        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag] + ([m["short"]] if m.get("short") else [])
+        kind = field_kind(f)
         who = owners(name)
         panel = "Run" if not who else who.split(" or ")[0].split(" ")[0][2:].capitalize() + " options"
         default = "" if f.default is None or kind is bool else f" (default: {f.default})"
-        text = m["help"][:1].upper() + m["help"][1:]
+        text = field_help(f)
         text = text[:-1] + default + "." if default and text.endswith(".") else text
-        help_text = text + (f" For {who}." if who else "")
-        opt = Opt(*decls, help=help_text, rich_help_panel=panel, show_default=False)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[kind | None, opt]))
+        params.append(field_parameter(name, f, help_text=text + (f" For {who}." if who else ""), panel=panel,
+                                      short=True))
     return params
 
 

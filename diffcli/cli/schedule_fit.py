@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from diffcli.cli import app
-from diffcli.cli.common import Progress, command, emit_json, info
+from diffcli.cli.common import Progress, command, emit_json, field_help, field_parameter, info
 from diffcli.errors import UsageError
 from diffcli.options import flag_fields, flag_name
 
@@ -209,16 +209,8 @@ def denoiser_parameters() -> list[inspect.Parameter]:
     """One keyword parameter per denoiser option field, typed and helped from the field, in one help panel."""
     params = []
     for name, f in denoiser_fields().items():
-        m = f.metadata
-        kind = m["kind"][0] if isinstance(m["kind"], tuple) else m["kind"]
-        kind = str if kind is tuple else kind
-        flag = flag_name(name)
-        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
-        text = m["help"][:1].upper() + m["help"][1:]
-        help_text = f"{text} For --denoiser {', '.join(flag_owners(name))}."
-        opt = Opt(*decls, help=help_text, rich_help_panel="Denoiser options", show_default=False)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[kind | None, opt]))
+        help_text = f"{field_help(f)} For --denoiser {', '.join(flag_owners(name))}."
+        params.append(field_parameter(name, f, help_text=help_text, panel="Denoiser options"))
     return params
 
 
