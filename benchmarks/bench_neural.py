@@ -7,6 +7,9 @@ are those of the solvers as they are when this runs.
 - picard: rounds to reach the sequential sampler's sample (1000 EDM steps; ddpm for sde, euler for ode) from the same
   noise and keys, and the relative distance ||x - x_seq|| / ||x_seq|| per sample reached (goal: <= 15 rounds, and
   the distance within the default tolerance 1e-3).
+- picard-torch: the same through the torch bridge: the network mirrored in PyTorch (diffcli.models.torch_export, as
+  `--denoiser torch --model diffcli.models.torch_export:build` runs it), Picard's rounds each one PyTorch call, the
+  distances to the sequential sample computed in JAX, beside Picard in JAX from the same noise and keys.
 - las: LAS fitted from the network's own loss log (`diffcli schedule-fit --loss-file`, as a user would), against AYS
   (fitted from the same log), EDM rho 7, log-SNR and DDIM vp-leading at K = 5, 10, 20, 50 under euler and ddpm: RMS
   distance per sample to a 1000-step EDM reference from the same x_T; for ddpm also the same Brownian path
@@ -16,7 +19,8 @@ are those of the solvers as they are when this runs.
   error (a step ladder, log-log interpolated between the two counts that bracket it).
 Machine: the 2-core AMD EPYC this runs on, CPU JAX (shared; wall-clock is not the figure here, rounds are).
 
-    nice -n 5 .venv/bin/python benchmarks/bench_neural.py [--quick] [--model FILE.eqx] [--parts picard,las,colloc]
+    nice -n 5 .venv/bin/python benchmarks/bench_neural.py [--quick] [--model FILE.eqx] [--samples N]
+        [--parts picard,picard-torch,las,colloc] [--out FILE.json --merge]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ KS = (5, 10, 20, 50)
 PEERS = ("edm", "log-snr", "vp-leading")
 COMPARED = ("las", "ays", *PEERS)
 PICARD_GOAL_ROUNDS = 15
-PARTS = ("picard", "las", "colloc")
+PARTS = ("picard", "picard-torch", "las", "colloc")
 
 
 # --- the network -----------------------------------------------------------------------------------------------------
@@ -134,6 +138,68 @@ def part_picard(den, shape, *, steps: int, n: int) -> dict:
                      "seconds_sequential": seq_s, "seconds_picard": pic_s})
     return {"schedule": "edm", "steps": steps, "options": "defaults (get_solver('picard'), picard_mode only)",
             "rows": rows}
+
+
+# --- (a') picard through the torch bridge ----------------------------------------------------------------------------
+
+def torch_mirror(model: str, shape, *, threads: int):
+    """(denoiser, host network) for the model file mirrored in PyTorch, behind the torch bridge on the CPU."""
+    import torch
+
+    from diffcli.models.torch_bridge import torch_network
+    from diffcli.models.torch_export import from_model_file
+    from diffcli.models.wrappers import ModelDenoiser, resolve_parameterisation
+
+    torch.set_num_threads(threads)
+    declared = from_model_file(model, shape)
+    net = torch_network(declared.pop("module"), shape, device="cpu", source="the mirrored network")
+    return ModelDenoiser.wrap(net, resolve_parameterisation({}, declared)), net.host
+
+
+def mirror_gap(den_jax, den_torch, x_t, sigmas) -> float:
+    """max |D_torch - D_jax| / max |D_jax| over the batch noised to a few sigmas of the grid: the one-call gap."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    call = eqx.filter_jit(lambda d, x, s: d(x, s))
+    worst = 0.0
+    for sigma in sigmas[[0, len(sigmas) // 4, len(sigmas) // 2, 3 * len(sigmas) // 4, -2]]:
+        x = jnp.asarray(x_t) * float(sigma / sigmas[0])
+        s = jnp.full((x.shape[0],), float(sigma), jnp.float32)
+        a, b = np.asarray(call(den_jax, x, s), np.float64), np.asarray(call(den_torch, x, s), np.float64)
+        worst = max(worst, float(np.abs(a - b).max() / np.abs(a).max()))
+    return worst
+
+
+def part_picard_torch(den, model: str, shape, *, steps: int, n: int, threads: int) -> dict:
+    import torch
+
+    from diffcli.schedules import get_schedule
+
+    sigmas = get_schedule("edm", steps, sigma_min=LO, sigma_max=HI)
+    x_t, keys = start(sigmas, shape, n)
+    den_t, host = torch_mirror(model, shape, threads=threads)
+    rows = []
+    for mode, seq_name in (("sde", "ddpm"), ("ode", "euler")):
+        seq, _ = solve(seq_name, den, x_t, keys, sigmas)
+        pic, pic_s = solve("picard", den, x_t, keys, sigmas, picard_mode=mode)
+        host.calls = host.rows = 0
+        tor, tor_s = solve("picard", den_t, x_t, keys, sigmas, picard_mode=mode)
+        d_jax, d_tor = rel_distance(pic.x0, seq.x0), rel_distance(tor.x0, seq.x0)
+        rounds = int(np.max(np.asarray(tor.rounds)))
+        rows.append({"mode": mode, "sequential": f"{seq_name} (JAX)", "steps": steps, "batch": n,
+                     "jax_rounds": int(np.max(np.asarray(pic.rounds))), "torch_rounds": rounds,
+                     "jax_nfe": int(np.max(np.asarray(pic.nfe))), "torch_nfe": int(np.max(np.asarray(tor.nfe))),
+                     "torch_calls": host.calls, "torch_rows": host.rows,
+                     "jax_distance_max": float(d_jax.max()), "torch_distance_max": float(d_tor.max()),
+                     "torch_distance_mean": float(d_tor.mean()),
+                     "torch_to_jax_picard_max": float(rel_distance(tor.x0, pic.x0).max()),
+                     "goal_rounds": PICARD_GOAL_ROUNDS,
+                     "goal_met": bool(rounds <= PICARD_GOAL_ROUNDS and d_tor.max() <= 1e-3),
+                     "seconds_jax": pic_s, "seconds_torch": tor_s})
+    return {"schedule": "edm", "steps": steps, "options": "defaults (get_solver('picard'), picard_mode only)",
+            "bridge": f"diffcli.models.torch_export mirror, PyTorch {torch.__version__}, CPU, {threads} thread(s)",
+            "one_call_gap": mirror_gap(den, den_t, x_t, np.asarray(sigmas)), "rows": rows}
 
 
 # --- (b) LAS from the training log -----------------------------------------------------------------------------------
@@ -231,6 +297,23 @@ def rounds_at(rows: list[dict], target: float):
 
 
 
+def source_version(path: str) -> dict:
+    """The last commit of a source file, whether the working tree changes it, and its content's hash: which solver
+    code a part measured (taken as the part starts, when the solver is traced)."""
+    import hashlib
+    import subprocess
+
+    root = os.path.dirname(HERE)
+
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    with open(os.path.join(root, path), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    return {"file": path, "commit": git("log", "-1", "--format=%h", "--", path),
+            "modified": bool(git("status", "--porcelain", "--", path)), "sha256": digest}
+
+
 def use_compile_cache() -> None:
     """A persistent compilation cache (per CPU model, as the tests keep theirs): a rerun skips the U-Net compiles."""
     import jax
@@ -266,14 +349,23 @@ def run(args, save=lambda res: None) -> dict:
     parts = args.parts.split(",")
     for part in parts:
         t = time.perf_counter()
+        sources = [source_version(f"diffcli/solvers/{f}.py") for f in ("picard", "collocation")]
         if part == "picard":
-            res["picard"] = part_picard(den, shape, steps=1000, n=1 if args.quick else 4)
+            res["picard"] = part_picard(den, shape, steps=1000, n=args.samples or (1 if args.quick else 4))
+        elif part == "picard-torch":
+            res["picard_torch"] = part_picard_torch(den, model, shape, steps=1000,
+                                                    n=args.samples or (1 if args.quick else 4),
+                                                    threads=args.torch_threads)
         elif part == "las":
             res["las"] = part_las(den, shape, loss_log(model), ks=KS[:3] if args.quick else KS,
-                                  n=16 if args.quick else 64, ref_steps=1000)
+                                  n=args.samples or (16 if args.quick else 64), ref_steps=1000)
         elif part == "colloc":
-            res["colloc"] = part_colloc(den, shape, n=4 if args.quick else 8, ref_steps=1000,
+            res["colloc"] = part_colloc(den, shape, n=args.samples or (4 if args.quick else 8), ref_steps=1000,
                                         ladder=(16, 64, 256) if args.quick else (16, 32, 64, 128, 256, 512))
+        key = part.replace("-", "_")
+        # which solver code it measured and how loaded the machine was (each part, as --merge joins runs)
+        res[key]["solver_sources"] = sources
+        res[key]["load_average_at_end"] = os.getloadavg()
         res["timings_s"][part] = round(time.perf_counter() - t, 1)
         save(res)  # each part as it ends: a long run that is stopped keeps what it measured
     res["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
@@ -290,6 +382,16 @@ def print_table(res: dict) -> None:
         for r in res["picard"]["rows"]:
             print(f"{r['mode']:>5} {r['sequential']:>10} {r['sequential_rounds']:>10} {r['picard_rounds']:>7} "
                   f"{r['picard_nfe']:>7} {r['distance_max']:>9.2e} {'met' if r['goal_met'] else 'MISSED'}")
+    if "picard_torch" in res:
+        pt = res["picard_torch"]
+        print(f"\npicard through the torch bridge ({pt['bridge']}; one-call gap {pt['one_call_gap']:.1e}), "
+              f"distances to the JAX sequential sample:")
+        print(f"{'mode':>5} {'batch':>5} {'jax rounds':>10} {'torch rounds':>12} {'torch calls':>11} "
+              f"{'jax dist':>9} {'torch dist':>10} {'torch-jax':>9}")
+        for r in pt["rows"]:
+            print(f"{r['mode']:>5} {r['batch']:>5} {r['jax_rounds']:>10} {r['torch_rounds']:>12} "
+                  f"{r['torch_calls']:>11} {r['jax_distance_max']:>9.2e} {r['torch_distance_max']:>10.2e} "
+                  f"{r['torch_to_jax_picard_max']:>9.2e}")
     if "las" in res:
         las = res["las"]
         for solver in ("ddpm", "euler"):
@@ -319,6 +421,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer samples, K up to 20, a shorter ladder")
     ap.add_argument("--model", help="a model file from diffcli train (its STEM.loss.csv beside it)")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma list of: " + ", ".join(PARTS))
+    ap.add_argument("--samples", type=int, help="samples per part (default: picard 4, las 64, colloc 8; --quick "
+                                                "1, 16, 4), for a larger network on a small machine")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="PyTorch's CPU threads for picard-torch (1: on a shared machine a pool waits on threads "
+                         "the OS has not scheduled)")
     ap.add_argument("--out", help="JSON file (default benchmarks/results/neural.json, neural_quick.json)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other parts already in --out (a run in pieces on the same network)")
@@ -326,6 +433,8 @@ def main():
     bad = [p for p in args.parts.split(",") if p not in PARTS]
     if bad:
         ap.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    if args.samples is not None and args.samples < 1 or args.torch_threads < 1:
+        ap.error("--samples and --torch-threads need at least 1")
     out = args.out or os.path.join(HERE, "results", "neural_quick.json" if args.quick else "neural.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
 
