@@ -18,6 +18,8 @@ from diffcli.solvers.base import per_sample_normal
 from diffcli.solvers.options import PicardOptions
 from diffcli.solvers.picard import (
     MODES,
+    POINT_TOL_MAX,
+    TOL_SAFETY,
     affine_prefix,
     anderson_update,
     make_plan,
@@ -321,17 +323,27 @@ def test_every_option_given_explicitly_is_the_default_run():
     assert make_plan(PicardOptions(picard_iters=3), 1000, 64).rule == "blocks"
 
 
+def test_point_tolerance_is_eps_over_the_safety_factor_and_capped():
+    """The acceptance test's tolerance: eps / TOL_SAFETY, never above POINT_TOL_MAX (docs/picard.md)."""
+    for eps in (1e-6, 1e-3, TOL_SAFETY * POINT_TOL_MAX):
+        assert make_plan(PicardOptions(picard_tol=eps), 1000, 64).point_tol == pytest.approx(eps / TOL_SAFETY)
+    for eps in (0.1, 1.0, 10.0):
+        assert make_plan(PicardOptions(picard_tol=eps), 1000, 64).point_tol == POINT_TOL_MAX
+    assert make_plan(PicardOptions(picard_rule="paradigms", picard_tol=0.5), 1000, 64).point_tol == 0.5
+
+
 @pytest.mark.parametrize("mode", ["sde", "ode"])
 def test_tolerance_bounds_the_final_relative_error(mode):
     """--picard-tol eps: every sample ends within eps of the sequential sample from the same keys, relatively, and
     nearest the same component, on a well-separated 8-component mixture (the exact denoiser); the defaults otherwise.
-    The windows are short (32 points), where the test is most often applied."""
+    The windows are short (32 points), where the test is most often applied. eps = 1 is a loose tolerance where the
+    cap on the per-point tolerance decides: at 1 / TOL_SAFETY a sample ends nearest another component (sde)."""
     with x64():
         den = separated_mixture()
         x_t, sig, keys = start(batch=4, dim=16, steps=200)
         seq = np.asarray(get_solver(SEQUENTIAL[mode])(den, x_t, sig, key=keys).x0)
         runs = {tol: picard(den, x_t, sig, key=keys, picard_mode=mode, picard_tol=tol, picard_window=32)
-                for tol in (1e-1, 1e-2, 1e-4)}
+                for tol in (1.0, 1e-2, 1e-4)}
     means = np.asarray(den.means)
 
     def nearest(x):

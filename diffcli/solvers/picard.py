@@ -28,6 +28,11 @@ from diffcli.solvers.paradigms import (
 from diffcli.solvers.steps import call_points, check_sigmas, ddim_coefficients
 
 MODES = {"sde": 1.0, "ode": 0.0}  # picard_mode -> DDIM eta of the underlying sequential step
+# --picard-tol eps (window rule): a point is accepted when its change, relative to max(||D||, sigma), is within
+# eps / TOL_SAFETY and never more than POINT_TOL_MAX, past which one change can move a sample to another mode
+# (docs/picard.md derives both and gives the measurements behind them)
+TOL_SAFETY = 3.0
+POINT_TOL_MAX = 1e-2
 
 
 class Anderson(NamedTuple):
@@ -225,7 +230,7 @@ def anderson_update(f, hist_dx, hist_dr, r, weight, reg: float = 1e-4):
 def window_stride(state: PicardState, new, d, plan: Plan, sig):
     """How far the window moves after a round.
 
-    blocks: a whole block after `iters` rounds on it, else 0. window: to the first point whose relative change
+    blocks: a whole block after `iters` rounds on it, else 0. window: to the first point whose scaled change
     exceeds plan.point_tol (its predecessors are accepted, so it was computed from accepted states), at least one
     step a round; a whole window when every point passed."""
     w = plan.window
@@ -311,6 +316,11 @@ def initial_state(x_T, plan: Plan, sig) -> PicardState:
     return PicardState(zero, zero, xs, zero, zero, zero, jnp.asarray(-1, jnp.int32), anderson, secant)
 
 
+def point_tolerance(eps: float) -> float:
+    """The window rule's per-point tolerance for --picard-tol eps: eps / TOL_SAFETY, at most POINT_TOL_MAX."""
+    return min(eps / TOL_SAFETY, POINT_TOL_MAX)
+
+
 def make_plan(opts: PicardOptions, steps: int, dim: int) -> Plan:
     """The run's static settings from the options, the grid's step count and the data dimension."""
     rule, w = opts.rule(), opts.window_size(steps)
@@ -318,7 +328,7 @@ def make_plan(opts: PicardOptions, steps: int, dim: int) -> Plan:
     if rule == "blocks":
         # more than w rounds on a block of w steps cannot change it: after m rounds its first m steps are exact
         iters = min(w, opts.picard_iters if opts.picard_iters is not None else paper_iters(dim))
-    tol = {"window": opts.tolerance() / opts.TOL_SAFETY, "paradigms": opts.tolerance()}.get(rule, 0.0)
+    tol = {"window": point_tolerance(opts.tolerance()), "paradigms": opts.tolerance()}.get(rule, 0.0)
     return Plan(rule, w, iters, tol, opts.picard_anderson or 0, opts.newton(), MODES[opts.picard_mode], steps)
 
 
