@@ -33,7 +33,6 @@ class PicardOptions(Options):
     """Picard defaults (measured best in benchmarks/bench_picard.py): a sliding window over half the grid,
     quasi-Newton rounds, and a tolerance of 1e-3 on the final relative distance to the sequential sample."""
 
-
     picard_mode: str = option("sde", help="The sequential sampler Picard converges to: sde (ddpm) or ode (euler).",
                               choices=("sde", "ode"))
     picard_rule: str | None = option(
