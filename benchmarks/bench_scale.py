@@ -74,10 +74,11 @@ def golden_k(n: int, k_min: int, k_max: int) -> tuple[int, int]:
 
 
 def sample_memory_estimate(n: int, dim: int, proxy_dim: int) -> int:
-    """Bytes a sampling child is expected to hold: the index (uint8 rows, float32 proxies), golden's rows and
-    proxies (float32 data rows where the denoiser still converts them, and the device copies), the full scan's
-    rows, and 1 GB of working memory."""
-    return n * dim * (1 + 4 * 2 + 1) + 4 * n * proxy_dim * 4 + (1 << 30)
+    """Bytes a sampling child is expected to hold beyond the index file's pages (its rows and proxies are mapped,
+    and on the CPU the device arrays share them where no padding is needed): golden's padded uint8 rows and its
+    proxies ordered by coarse piece, or later the full scan's padded chunks (the two are never held at once), and
+    1 GB of working memory."""
+    return n * dim + 4 * n * proxy_dim + (1 << 30)
 
 
 # -- the sampling child -----------------------------------------------------------------------------------------
@@ -96,41 +97,58 @@ def sample_part(args) -> dict:
     call = eqx.filter_jit(lambda den, x, s, k: den(x, s, key=k))
     t0 = time.perf_counter()
     idx = open_index(args.index)
-    out = {"n": idx.n, "dim": idx.dim, "open_s": time.perf_counter() - t0}
+    out = {"n": idx.n, "dim": idx.dim, "open_s": time.perf_counter() - t0,
+           "sample_load_average_1min": os.getloadavg()[0]}
     sigmas = get_schedule("vp-leading", STEPS)
 
     def path(index, golden_opts, full):
-        """golden along its own DDIM path; the full scan at golden's states; seconds per step and r2."""
+        """golden along its own DDIM path, then (golden freed, so the two never hold their rows at once) the full
+        scan at golden's states; seconds per step and r2 of golden against the full scan."""
+        import gc
+
         from diffcli.metrics.fidelity import per_sample_r2
 
         t = time.perf_counter()
         den = build_denoiser("golden", index, golden_opts)
-        full_den = full()
         setup = time.perf_counter() - t
         ids = np.arange(QUERIES)
         x = float(sigmas[0]) * initial_noise(0, ids, index.shape)
         keys = solver_keys(0, ids)
-        rows = []
+        visited, rows = [], []
         for i in range(len(sigmas) - 1):
             s, s_next = jnp.float32(sigmas[i]), float(sigmas[i + 1])
             kk = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
-            times = {}
-            for name, d in (("golden", den), ("full", full_den)):
-                jax.block_until_ready(call(d, x, s, kk))  # compile (first step) or warm
-                t = time.perf_counter()
-                times[name] = (jax.block_until_ready(call(d, x, s, kk)), time.perf_counter() - t)
-            r2 = per_sample_r2(np.asarray(times["golden"][0]).reshape(QUERIES, -1),
-                               np.asarray(times["full"][0]).reshape(QUERIES, -1))
-            rows.append({"sigma": float(s), "golden_s": times["golden"][1], "full_s": times["full"][1],
-                         "r2_min": float(r2.min())})
-            x = times["golden"][0] + (s_next / s) * (x - times["golden"][0])
-            print(f"    step {i}: sigma {float(s):8.4g} golden {rows[-1]['golden_s']:.4f}s full "
-                  f"{rows[-1]['full_s']:.4f}s r2 min {rows[-1]['r2_min']:.4f}", file=sys.stderr, flush=True)
+            jax.block_until_ready(call(den, x, s, kk))  # compile (first step) or warm
+            t = time.perf_counter()
+            out = jax.block_until_ready(call(den, x, s, kk))
+            rows.append({"sigma": float(s), "golden_s": time.perf_counter() - t})
+            visited.append((x, s, kk, np.asarray(out)))
+            x = out + (s_next / s) * (x - out)
         plan = den.plan
-        return {"setup_s": setup, "k_min": int(plan.k_min), "k_max": int(plan.k_max), "steps": rows,
-                "golden_s_per_step": float(np.mean([r["golden_s"] for r in rows])),
+        del den
+        gc.collect()
+        t = time.perf_counter()
+        full_den = full()
+        setup_full = time.perf_counter() - t
+        for row, (x, s, kk, golden_out) in zip(rows, visited, strict=True):
+            jax.block_until_ready(call(full_den, x, s, kk))
+            t = time.perf_counter()
+            out = np.asarray(jax.block_until_ready(call(full_den, x, s, kk)))
+            row["full_s"] = time.perf_counter() - t
+            g, f = golden_out.reshape(QUERIES, -1).astype(np.float64), out.reshape(QUERIES, -1).astype(np.float64)
+            row["r2_min"] = float(per_sample_r2(g, f).min())
+            # r2 divides by the spread of the full scan's output over pixels, which is small where the posterior
+            # mean is a blur; the relative distance divides by its norm
+            row["rel_err_max"] = float((np.linalg.norm(g - f, axis=1) / np.linalg.norm(f, axis=1)).max())
+            print(f"    sigma {row['sigma']:8.4g} golden {row['golden_s']:.4f}s full {row['full_s']:.4f}s "
+                  f"r2 min {row['r2_min']:.4f} rel err max {row['rel_err_max']:.3g}", file=sys.stderr, flush=True)
+        del full_den
+        gc.collect()
+        return {"setup_s": setup, "full_setup_s": setup_full, "k_min": int(plan.k_min), "k_max": int(plan.k_max),
+                "steps": rows, "golden_s_per_step": float(np.mean([r["golden_s"] for r in rows])),
                 "full_s_per_step": float(np.mean([r["full_s"] for r in rows])),
-                "r2_min": float(min(r["r2_min"] for r in rows))}
+                "r2_min": float(min(r["r2_min"] for r in rows)),
+                "rel_err_max": float(max(r["rel_err_max"] for r in rows))}
 
     def full_for(index):
         if args.base == "empirical":
@@ -156,12 +174,23 @@ def sample_part(args) -> dict:
 
 
 # -- the parent ---------------------------------------------------------------------------------------------------
-def build(spec: str, path: str) -> dict:
+def build(spec: str, path: str, reuse: bool = False) -> dict:
+    """Build the index at `path` in a child process; its figures are also kept beside it (`path`.build.json), so
+    `reuse` can take an index built by an earlier run, with that run's figures, instead of building it again."""
+    sidecar = path + ".build.json"
+    if reuse and os.path.exists(path) and os.path.exists(sidecar):
+        with open(sidecar) as f:
+            figures = json.load(f)
+        if figures.get("spec") == spec:
+            return {k: v for k, v in figures.items() if k != "spec"}
     r = run_child([sys.executable, "-m", "diffcli", "index-build", "-d", spec, "-o", path, "--overwrite", "--json"])
     if r["rc"] != 0:
         raise SystemExit(f"index-build {spec} failed: {r['stderr'][-2000:]}")
-    return {"build_s": r["wall_s"], "build_peak_rss_bytes": r["peak_rss_bytes"],
-            "index_bytes": os.path.getsize(path)}
+    figures = {"build_s": r["wall_s"], "build_peak_rss_bytes": r["peak_rss_bytes"],
+               "index_bytes": os.path.getsize(path), "build_load_average_1min": os.getloadavg()[0]}
+    with open(sidecar, "w") as f:
+        json.dump({"spec": spec, **figures}, f)
+    return figures
 
 
 def sample(path: str, args) -> dict:
@@ -202,8 +231,8 @@ def print_table(rows: list[dict]) -> None:
         u, c = r.get("unconditional", {}), r.get("conditional", {})
         g, f = u.get("golden_s_per_step"), u.get("full_s_per_step")
         print(f"{r['n']:>9} {r['build_s']:>8.1f} {gb(r['build_peak_rss_bytes']):>8} {gb(r['memory_goal_bytes']):>7} "
-              f"{gb(r.get('sample_peak_rss_bytes')):>9} {g if g is None else f'{g:.4f}':>13} "
-              f"{f if f is None else f'{f:.4f}':>11} {'-' if g is None else f'{f / g:.1f}x':>6} "
+              f"{gb(r.get('sample_peak_rss_bytes')):>9} {'-' if g is None else f'{g:.4f}':>13} "
+              f"{'-' if f is None else f'{f:.4f}':>11} {'-' if g is None else f'{f / g:.1f}x':>6} "
               f"{'-' if not u else format(u['r2_min'], '.4f'):>7} {c.get('n_class', '-'):>7} "
               f"{'-' if not c else format(c['golden_s_per_step'], '.4f'):>10} "
               f"{'-' if not c else format(c['full_s_per_step'], '.4f'):>8}"
@@ -223,6 +252,8 @@ def main():
     ap.add_argument("--base", default=None, choices=("empirical", "pca-local"))
     ap.add_argument("--workdir", default=None, help="where the index files go (default a temporary folder)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--reuse", action="store_true", help="take indexes an earlier run left in --workdir")
+    ap.add_argument("--build-only", action="store_true", help="build the indexes (in --workdir) and stop")
     ap.add_argument("--part", default=None, choices=("sample",), help=argparse.SUPPRESS)
     ap.add_argument("--index", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -252,7 +283,7 @@ def main():
         spec = f"shapes:res={res},n={n},classes={classes}"
         path = os.path.join(work, f"shapes{res}-{n}.h5")
         print(f"N={n}: building {spec}", file=sys.stderr, flush=True)
-        row = {"n_total": n, "spec": spec, **build(spec, path), "load_average_1min": os.getloadavg()[0]}
+        row = {"n_total": n, "spec": spec, **build(spec, path, args.reuse and bool(args.workdir))}
         import h5py
 
         with h5py.File(path, "r") as f:
@@ -261,8 +292,10 @@ def main():
         row["memory_goal_bytes"] = (2 << 30) + 4 * row["n"] * pdim
         result["rows"].append(row)
         save(result, out_path)  # the build's figures, before a sampling run that may be stopped
+        if args.build_only:
+            continue
         need, avail = sample_memory_estimate(row["n"], dim, pdim), mem_available()
-        if need > 0.7 * avail:
+        if need > 0.8 * avail:
             row["sample_skipped"] = (f"sampling needs about {need / 2**30:.1f} GB, {avail / 2**30:.1f} GB "
                                      "available")
         else:

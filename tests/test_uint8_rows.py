@@ -142,3 +142,71 @@ def test_golden_keeps_uint8_rows_and_gives_the_float_subset_mean(index, estimato
     for sigma in (0.3, 3.0):
         got, want = np.asarray(stored(x, sigma, key=key)), np.asarray(floats(x, sigma, key=key))
         np.testing.assert_allclose(got, want, rtol=0, atol=posterior_tolerance(index, x, sigma))
+
+
+@pytest.fixture(scope="module")
+def index_file(tmp_path_factory):
+    from diffcli.data import stream_dataset
+    from diffcli.index.build import build_index
+
+    path = tmp_path_factory.mktemp("mapped") / "shapes.h5"
+    return build_index(stream_dataset("shapes:res=16,n=160,classes=8"), path)
+
+
+def test_a_large_index_is_mapped_and_reaches_the_cpu_device_uncopied(index_file, monkeypatch):
+    """Rows above the size threshold are a read-only map of the file; the full scan's device array is that map
+    (no copy), and every denoiser gives bit for bit what it gives over rows read into memory."""
+    from diffcli.denoisers.options import GoldenOptions
+    from diffcli.index import open_index, store
+
+    in_memory = open_index(index_file)
+    monkeypatch.setattr(store, "MAP_ROWS_FROM", 0)
+    mapped = open_index(index_file)
+    for name in ("images", "proxy"):
+        arr = getattr(mapped, name)
+        assert isinstance(arr, np.memmap) and not arr.flags.writeable
+        np.testing.assert_array_equal(arr, getattr(in_memory, name))
+    assert not isinstance(in_memory.images, np.memmap)
+    with pytest.raises(ValueError):
+        mapped.images[0, 0, 0, 0] = 1  # nothing can write the shared rows
+
+    sigmas = get_schedule("edm", 4)
+    x = np.random.default_rng(0).standard_normal((3, *mapped.shape)).astype(np.float32)
+    n = mapped.n
+    for name, opts in (("empirical", StreamOptions(chunk_size=n, sigmas=sigmas)),
+                       ("golden", GoldenOptions(sigmas=sigmas, golden_k_min=8, golden_k_max=16))):
+        den_map = build_denoiser(name, mapped, opts)
+        den_mem = build_denoiser(name, in_memory, opts)
+        if name == "empirical":  # N rows in one chunk: no padding, so the map itself is the device array
+            assert den_map.chunks.unsafe_buffer_pointer() == mapped.images.ctypes.data
+            assert den_mem.chunks.unsafe_buffer_pointer() != in_memory.images.ctypes.data
+        for sigma in (0.3, 2.0):
+            a = den_map(jnp.asarray(x), jnp.float32(sigma), key=jax.random.split(jax.random.PRNGKey(1), 3))
+            b = den_mem(jnp.asarray(x), jnp.float32(sigma), key=jax.random.split(jax.random.PRNGKey(1), 3))
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_padded_rows_are_frozen_aligned_and_shared_by_the_cpu_device():
+    from diffcli.denoisers.rows import device_rows, pad_to
+    from diffcli.index.coarse import piece_blocks
+
+    rows = np.arange(5 * 3, dtype=np.uint8).reshape(5, 3)
+    padded = pad_to(rows, 8)
+    assert not padded.flags.writeable and padded.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(padded, np.concatenate([rows, np.zeros((3, 3), np.uint8)]))
+    assert device_rows(padded).unsafe_buffer_pointer() == padded.ctypes.data
+    writable = rows.copy()  # an array someone may still write is copied, never shared
+    assert device_rows(writable).unsafe_buffer_pointer() != writable.ctypes.data
+
+    proxy = np.random.default_rng(0).standard_normal((7, 4)).astype(np.float32)
+    ids = np.array([[0, 3, -1], [6, 1, 2], [5, 4, -1]])
+    blocks, half = piece_blocks(proxy, ids, batch=2)  # batches that do not divide the pieces
+    for p, members in enumerate(ids):
+        for j, i in enumerate(members):
+            want = proxy[i] if i >= 0 else np.zeros(4, np.float32)
+            np.testing.assert_array_equal(blocks[p, :, j], want)
+            if i < 0:
+                assert half[p, j] == np.inf
+            else:
+                np.testing.assert_allclose(half[p, j], 0.5 * np.dot(want.astype(np.float64), want), rtol=4 * EPS)
+    assert device_rows(blocks).unsafe_buffer_pointer() == blocks.ctypes.data

@@ -13,7 +13,7 @@ import numpy as np
 
 from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
-from diffcli.denoisers.rows import chunk_rows, half_sq_norms, stored_form, to_float
+from diffcli.denoisers.rows import chunk_rows, device_rows, half_sq_norms, stored_form, to_float
 
 
 def chunk_logits(x, xs, half_sqn, inv_var):
@@ -53,7 +53,7 @@ class EmpiricalDenoiser(AbstractDenoiser):
     def from_data(cls, data, *, chunk: int = 2048) -> EmpiricalDenoiser:
         """Rows [N, ...]: stored uint8 images (kept as they are) or float rows in data space."""
         chunks, half = pad_chunks(stored_form(data), chunk)
-        return cls(jnp.asarray(chunks), jnp.asarray(half))
+        return cls(device_rows(chunks), jnp.asarray(half))
 
     @exact_matmuls
     def __call__(self, x, sigma, *, key=None):

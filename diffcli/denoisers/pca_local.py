@@ -22,7 +22,7 @@ from diffcli.denoisers import softmax
 from diffcli.denoisers.base import AbstractDenoiser, batch_sigma, exact_matmuls, flatten
 from diffcli.denoisers.masks import band_index, build_masks, pad_lists
 from diffcli.denoisers.presets import default_threshold
-from diffcli.denoisers.rows import pad_rows, split_chunks, to_float
+from diffcli.denoisers.rows import device_rows, pad_rows, split_chunks, to_float
 from diffcli.errors import UsageError
 
 GATHER_BUDGET = 1 << 25  # float32 elements of one gathered [rows, D, L] block (128 MiB)
@@ -223,4 +223,4 @@ def build(index, opts) -> PcaLocalDenoiser:
     data = index.stored_rows()
     chunks = class_chunks(data.shape[1], masks, max(1, min(opts.chunk_size, len(data))))
     rows, ok = pad_rows(data, max(chunks))
-    return PcaLocalDenoiser(jnp.asarray(rows), jnp.asarray(ok), masks, chunks)
+    return PcaLocalDenoiser(device_rows(rows), jnp.asarray(ok), masks, chunks)

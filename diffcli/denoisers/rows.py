@@ -8,6 +8,7 @@ softmax weight of exactly zero and a top-k score of -inf wherever they are strea
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,6 +20,16 @@ def stored_form(data: np.ndarray) -> np.ndarray:
     data = np.asarray(data)
     flat = data.reshape(len(data), int(np.prod(data.shape[1:])))  # an empty block keeps D
     return flat if flat.dtype == np.uint8 else np.asarray(flat, np.float32)
+
+
+def device_rows(rows: np.ndarray) -> jax.Array:
+    """Host rows onto the default device. On the CPU a read-only, 64-byte-aligned, contiguous array (the memory
+    map of an index file's rows, or a padded copy made by `pad_to`) is shared with the device array, not copied:
+    no one can write it, so sharing is safe, and the rows are held once. Anything else is copied (jnp.asarray)."""
+    if (isinstance(rows, np.ndarray) and not rows.flags.writeable and rows.flags.c_contiguous
+            and rows.ctypes.data % 64 == 0 and jax.default_backend() == "cpu"):
+        return jax.device_put(rows, may_alias=True)
+    return jnp.asarray(rows)
 
 
 def to_float(rows):
@@ -41,13 +52,33 @@ def padded_length(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an `align`-byte boundary (what the CPU device can share)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def frozen(a: np.ndarray) -> np.ndarray:
+    """`a` made read-only: a host array built once and handed to the device, which `device_rows` may then share."""
+    a.flags.writeable = False
+    return a
+
+
 def pad_to(a: np.ndarray, total: int, fill=0) -> np.ndarray:
-    """The leading axis of `a` padded to `total` rows with `fill`."""
+    """The leading axis of `a` padded to `total` rows with `fill`, as a new read-only, aligned array (so
+    `device_rows` shares it rather than copying it); `a` itself when it already has `total` rows (callers never
+    write the result, and a memory-mapped index then reaches the device uncopied)."""
     if len(a) > total:
         raise ValueError(f"{len(a)} rows do not fit in {total}")
-    out = np.full((total, *a.shape[1:]), fill, dtype=a.dtype)
+    if len(a) == total:
+        return a
+    out = aligned_empty((total, *a.shape[1:]), a.dtype)
     out[: len(a)] = a
-    return out
+    out[len(a):] = fill
+    return frozen(out)
 
 
 def pad_rows(data: np.ndarray, multiple: int):

@@ -177,13 +177,22 @@ def coarse_stage(coarse: dict, proxy: np.ndarray, nprobe: int | None, seed: int)
     return CoarseStage(search, jnp.asarray(radius * (1 + 1e-5) + 1e-6), jnp.asarray(piece_of), jnp.asarray(perm))
 
 
-def piece_blocks(proxy: np.ndarray, ids: np.ndarray):
+def piece_blocks(proxy: np.ndarray, ids: np.ndarray, batch: int = 256):
     """Member proxies of each piece, feature-major [P, d, L] (zero padding), and their half squared norms [P, L]
     (+inf padding), from member lists ids [P, L] of rows of `proxy` (-1 padding): the inverted-file layout, so a
-    probe reads nprobe contiguous blocks instead of gathering scattered rows."""
-    blocks = np.where((ids >= 0)[..., None], proxy[np.maximum(ids, 0)], 0.0).astype(np.float32)
-    half = np.where(ids >= 0, 0.5 * np.einsum("pld,pld->pl", blocks, blocks), np.inf)
-    return np.ascontiguousarray(blocks.transpose(0, 2, 1)), half.astype(np.float32)
+    probe reads nprobe contiguous blocks instead of gathering scattered rows. Filled `batch` pieces at a time into
+    one read-only, aligned array, so at N = 1M the layout costs its own size once (the CPU device shares it)."""
+    from diffcli.denoisers.rows import aligned_empty, frozen
+
+    p, length = ids.shape
+    blocks = aligned_empty((p, proxy.shape[1], length), np.float32)
+    half = np.empty((p, length), np.float32)
+    for lo in range(0, p, batch):
+        sub = ids[lo:lo + batch]
+        members = np.where((sub >= 0)[..., None], proxy[np.maximum(sub, 0)], 0.0).astype(np.float32, copy=False)
+        half[lo:lo + batch] = np.where(sub >= 0, 0.5 * np.einsum("pld,pld->pl", members, members), np.inf)
+        blocks[lo:lo + batch] = members.transpose(0, 2, 1)
+    return frozen(blocks), half
 
 
 def piece_distances(piece_proxy, piece_half, probed, q):

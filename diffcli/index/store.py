@@ -17,7 +17,8 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class Index:
-    """An opened index, held in memory as NumPy arrays.
+    """An opened index as NumPy arrays: in memory, except `images` and `proxy` of a large file, which are read-only
+    maps of the file (`file_rows`), so opening costs no copy and the rows live in the page cache.
 
     `images`/`heldout` keep the stored form (uint8 [N, C, H, W] for images, float32 [N, D] for vectors);
     `train_data()` and `heldout_data()` give float32 [N, D] in data space ([-1, 1] for images).
@@ -225,7 +226,7 @@ def _read(f: h5py.File, path: str) -> Index:
     dim = int(np.prod(shape))
     for name in ("images", "heldout", "proxy", "stats/mean", "stats/pca_components", "stats/pca_variances"):
         _array(f, path, name)
-    images, heldout, proxy = f["images"][...], f["heldout"][...], f["proxy"][...]
+    images, heldout, proxy = file_rows(f, "images"), f["heldout"][...], file_rows(f, "proxy")
     for name, arr in (("images", images), ("heldout", heldout)):
         _check_dtype(path, name, arr, kind)
     for name, arr in (("images", images), ("heldout", heldout)):
@@ -272,7 +273,7 @@ def _read(f: h5py.File, path: str) -> Index:
         shape=shape,
         images=images,
         heldout=heldout,
-        proxy=proxy.astype(np.float32),
+        proxy=proxy.astype(np.float32, copy=False),
         mean=mean.astype(np.float32),
         pca_components=comps.astype(np.float32),
         pca_variances=variances.astype(np.float32),
@@ -284,6 +285,21 @@ def _read(f: h5py.File, path: str) -> Index:
         proxy_basis=basis,
         path=path,
     )
+
+
+MAP_ROWS_FROM = 1 << 26  # bytes: a row array at least this large is mapped from the file, not read into memory
+
+
+def file_rows(f: h5py.File, name: str, *, map_from: int | None = None) -> np.ndarray:
+    """The dataset `name` as a read-only memory map of the file when it is stored contiguous and uncompressed and
+    is at least `map_from` bytes (MAP_ROWS_FROM), else read into memory. Index files are replaced by renaming a
+    finished file over them, never rewritten in place, so a map stays valid for as long as it is held."""
+    ds = f[name]
+    offset = ds.id.get_offset()
+    big = ds.size * ds.dtype.itemsize >= (MAP_ROWS_FROM if map_from is None else map_from)
+    if not big or ds.chunks is not None or ds.compression is not None or offset is None or ds.size == 0:
+        return ds[...]
+    return np.memmap(f.filename, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
 
 
 def _proxy_basis(f, path, kind, shape, dim, d):

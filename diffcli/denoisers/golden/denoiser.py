@@ -10,7 +10,7 @@ from diffcli.denoisers.golden.plan import GoldenPlan, GoldenRows, plan_and_rows
 from diffcli.denoisers.golden.posterior import subset_mean
 from diffcli.denoisers.golden.select import select
 from diffcli.denoisers.golden.stratified import stratified_mean, stratified_select
-from diffcli.denoisers.rows import pad_rows, to_float
+from diffcli.denoisers.rows import device_rows, pad_rows, to_float
 from diffcli.index.coarse import piece_blocks
 
 DIAG_CHUNK = 1024  # rows per chunk of diagnose's full scan; data is padded to a multiple of it
@@ -65,6 +65,6 @@ def build(index, opts) -> GoldenDenoiser:
     padded, _ = pad_rows(rows["data"], DIAG_CHUNK)
     lists = rows["lists"]
     pieces = (None, None, None) if lists is None else (lists, *piece_blocks(rows["proxy"], lists))
-    return GoldenDenoiser(plan, GoldenRows(jnp.asarray(padded), jnp.asarray(rows["proxy"]),
+    return GoldenDenoiser(plan, GoldenRows(device_rows(padded), device_rows(rows["proxy"]),
                                            jnp.asarray(rows["half_psq"]),
-                                           *(None if a is None else jnp.asarray(a) for a in pieces)))
+                                           *(None if a is None else device_rows(a) for a in pieces)))
