@@ -131,7 +131,8 @@ def stream(params, *, root=None, limit=None) -> StreamedDataset:
             keep = np.ones(hi - lo, bool)
             keep[held - lo] = False
             for i in held:
-                kept[int(i)] = (images[i - lo], None if labels is None else labels[i - lo])
+                # a copy: a view would keep the whole chunk alive, and held-out rows fall in every chunk
+                kept[int(i)] = (images[i - lo].copy(), None if labels is None else labels[i - lo])
             yield images[keep], None if labels is None else labels[keep]
 
     def heldout():
