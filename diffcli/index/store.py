@@ -290,13 +290,13 @@ def _read(f: h5py.File, path: str) -> Index:
 MAP_ROWS_FROM = 1 << 26  # bytes: a row array at least this large is mapped from the file, not read into memory
 
 
-def file_rows(f: h5py.File, name: str, *, map_from: int | None = None) -> np.ndarray:
+def file_rows(f: h5py.File, name: str) -> np.ndarray:
     """The dataset `name` as a read-only memory map of the file when it is stored contiguous and uncompressed and
-    is at least `map_from` bytes (MAP_ROWS_FROM), else read into memory. Index files are replaced by renaming a
+    is at least MAP_ROWS_FROM bytes, else read into memory. Index files are replaced by renaming a
     finished file over them, never rewritten in place, so a map stays valid for as long as it is held."""
     ds = f[name]
     offset = ds.id.get_offset()
-    big = ds.size * ds.dtype.itemsize >= (MAP_ROWS_FROM if map_from is None else map_from)
+    big = ds.size * ds.dtype.itemsize >= MAP_ROWS_FROM
     if not big or ds.chunks is not None or ds.compression is not None or offset is None or ds.size == 0:
         return ds[...]
     return np.memmap(f.filename, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
