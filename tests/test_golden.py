@@ -200,7 +200,7 @@ def test_piece_distances_match_the_rows_of_the_probed_pieces(index):
     rows, q = den.rows, den.rows.proxy[3] + 0.1
     probed = jnp.asarray([2, 0, 2])
     members = np.asarray(den.plan.coarse.search.ids[probed]).reshape(-1)
-    np.testing.assert_array_equal(np.asarray(rows.lists[probed]).reshape(-1), members)
+    np.testing.assert_array_equal(np.asarray(rows.lists[probed]).reshape(-1), members)  # integer ids: exact
     got = np.asarray(piece_distances(rows.piece_proxy, rows.piece_half, probed, q))
     ok = members >= 0
     want = np.asarray(proxy_distances(rows.proxy[members[ok]], rows.half_psq[members[ok]], q))
@@ -218,6 +218,7 @@ def test_pool_draws_are_uniform_and_keyed_by_id():
     np.testing.assert_allclose(hist, 0.05, atol=0.003)  # 20 bins, about 10 standard errors of slack
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01  # neighbouring ids are not correlated
     pick = jnp.asarray([5, 199_999, 17, 5])
+    # identity is the promise: integer hashing of (key, id) and an exact bits-to-float map, whatever the array
     np.testing.assert_array_equal(np.asarray(id_uniforms(key, pick)), u[[5, 199_999, 17, 5]])
     other = np.asarray(id_uniforms(jax.random.PRNGKey(8), ids))
     assert abs(np.corrcoef(u, other)[0, 1]) < 0.01 and np.mean(u == other) < 1e-3

@@ -132,6 +132,7 @@ def test_las_on_exact_gaussian_beats_peers_in_j_and_converges_like_one_over_k(ru
     js = []
     for k in ks:
         s = las.fit_las(curve, k, rule=rule)["sigmas"]
+        # the ends are the requested sigma_max and sigma_min, placed as given (identity), not computed
         assert is_valid_schedule(s) and len(s) == k + 1 and s[0] == 80.0 and s[-2] == 0.002
         js.append(G.objective_j(s, LAM))
         assert js[-1] < G.objective_j(get_sigmas_edm(k), LAM)
