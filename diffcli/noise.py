@@ -67,10 +67,16 @@ def ddpm_sigmas(**kw) -> np.ndarray:
 def ddpm_t_to_sigma(t, **kw):
     """DDPM timestep (integer or continuous in [0, T-1]) -> sigma; between integers, log sigma is linear
     (k-diffusion)."""
-    log_s = np.log(ddpm_sigmas(**kw))
+    return table_t_to_sigma(t, ddpm_sigmas(**kw))
+
+
+def table_t_to_sigma(t, sigmas):
+    """Timestep (integer or continuous in [0, T-1]) of a discrete model with sigma_t = sigmas[t] -> sigma;
+    between integers, log sigma is linear."""
+    log_s = np.log(np.asarray(sigmas, np.float64))
     tt = np.asarray(t, np.float64)
     if np.any(~np.isfinite(tt)) or np.any(tt < 0) or np.any(tt > len(log_s) - 1):
-        raise UsageError(f"DDPM timesteps must lie in [0, {len(log_s) - 1}].")
+        raise UsageError(f"timesteps must lie in [0, {len(log_s) - 1}] for a model of {len(log_s)} timesteps.")
     return np.exp(np.interp(tt, np.arange(len(log_s), dtype=np.float64), log_s))
 
 

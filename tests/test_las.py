@@ -257,6 +257,35 @@ def test_loss_logs_convert_to_x0_loss(tmp_path):
         read_loss_log(str(p), "score")
 
 
+def _cosine_sigmas(steps: int) -> np.ndarray:
+    """sigma_t of a discrete cosine VP model (diffusers' squaredcos_cap_v2), written out here from its betas."""
+    f = np.cos((np.arange(steps + 1) / steps + 0.008) / 1.008 * np.pi / 2) ** 2
+    abar = np.cumprod(1.0 - np.minimum(1.0 - f[1:] / f[:-1], 0.999))
+    return np.sqrt((1.0 - abar) / abar)
+
+
+def test_loss_logs_of_other_timestep_tables_map_through_that_table(tmp_path):
+    table = _cosine_sigmas(4000)
+    t = np.array([3999, 2000, 2000, 400, 40])
+    x0_loss = np.array([0.9, 0.5, 0.7, 0.2, 0.01])
+    p = tmp_path / "cosine.csv"
+    p.write_text("t,loss\n" + "".join(f"{a},{float(b)!r}\n" for a, b in zip(t, x0_loss / table[t] ** 2,
+                                                                             strict=True)))
+    curve = read_loss_log(str(p), "eps", timestep_sigmas=table)
+    np.testing.assert_allclose(curve.sigma, table[[3999, 2000, 400, 40]], rtol=1e-12)
+    np.testing.assert_allclose(curve.loss, [0.9, 0.6, 0.2, 0.01], rtol=1e-10)
+    # between timesteps log sigma is linear
+    p.write_text("timestep,loss\n10.5,1.0\n20,1.0\n")
+    assert read_loss_log(str(p), "x0", timestep_sigmas=table).sigma[1] == pytest.approx(
+        np.sqrt(table[10] * table[11]), rel=1e-12)
+    with pytest.raises(UsageError, match=r"\[0, 3999\]"):
+        p.write_text("t,loss\n4000,1.0\n10,1.0\n")
+        read_loss_log(str(p), "x0", timestep_sigmas=table)
+    p.write_text("sigma,loss\n1.0,0.5\n0.1,0.1\n")
+    with pytest.raises(UsageError, match="apply to a timestep column only"):
+        read_loss_log(str(p), "x0", timestep_sigmas=table)
+
+
 def test_ays_recovers_the_gaussian_euler_optimum():
     c = 0.7  # isotropic Gaussian, std c: Euler's output is the exact flow times prod cos(theta_k - theta_k+1)
     obj = lambda s: G.sampler_kl(np.append(s, 0.0), [c * c], eta=0.0)

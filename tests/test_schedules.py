@@ -156,6 +156,28 @@ def test_schedule_fit_from_a_loss_file_writes_json_and_png(tmp_path):
     assert ays.exit_code == 0 and is_valid_schedule(json.loads((tmp_path / "ays.json").read_text())["sigmas"])
 
 
+def test_schedule_fit_reads_a_log_of_a_cosine_model_through_its_timestep_table(tmp_path):
+    from diffcli.models.wrappers import Parameterisation, vp_sigmas
+
+    table = vp_sigmas(Parameterisation(model_noise="vp-cosine", model_timesteps=4000))
+    t = np.arange(3999, 0, -100)
+    log = tmp_path / "log.csv"
+    log.write_text("timestep,loss\n" + "".join(f"{a},{float(1.0 / (1.0 + table[a] ** 2))!r}\n" for a in t))
+    out = tmp_path / "las.json"
+    res = _cli(["--loss-file", str(log), "--loss-kind", "eps", "--model-noise", "vp-cosine", "--model-timesteps",
+                "4000", "--steps", "5", "--out", str(out), "--no-plot"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    np.testing.assert_allclose(doc["loss_curve"]["sigma"], table[t], rtol=1e-12)
+    # eps loss 1/(1+sigma^2) is x0 loss sigma^2/(1+sigma^2): the unit Gaussian's
+    np.testing.assert_allclose(doc["loss_curve"]["loss"], table[t] ** 2 / (1 + table[t] ** 2), rtol=1e-10)
+    assert doc["source"]["model_noise"] == "vp-cosine" and doc["source"]["model_timesteps"] == 4000
+    # the same log read through the default 1000-step table is out of range: one sentence, not a silent misread
+    res = _cli(["--loss-file", str(log), "--loss-kind", "eps", "--steps", "5", "--out", str(tmp_path / "o.json"),
+                "--no-plot"])
+    assert res.exit_code == 2 and "[0, 999]" in res.output and "Traceback" not in res.output
+
+
 def test_schedule_fit_measures_a_denoiser_on_an_index(tmp_path):
     out = tmp_path / "s.json"
     res = _cli(["--dataset", "gmm:n=300,dim=4", "--denoiser", "gmm", "--method", "ays", "--steps", "5",
@@ -173,6 +195,11 @@ def test_schedule_fit_measures_a_denoiser_on_an_index(tmp_path):
     (["--method", "edm", "--steps", "0"], 2, "--steps"),
     (["--loss-file", "nope.csv"], 1, "does not exist"),
     (["--loss-file", "x.csv", "--dataset", "gmm"], 2, "only one of"),
+    (["--loss-file", "x.csv", "--model-noise", "ve"], 2, "vp-linear or vp-cosine"),
+    (["--loss-file", "x.csv", "--model-noise", "vp-cosine", "--model-beta-end", "0.03"], 2,
+     "apply to --model-noise vp-linear"),
+    (["--loss-file", "x.csv", "--model-sigma-data", "1.0"], 2, "applies to --loss-kind edm"),
+    (["--loss-file", "x.csv", "--model-timestep-mode", "nearest"], 2, "not with --loss-file"),
 ])
 def test_schedule_fit_errors_are_one_line(tmp_path, args, code, message):
     res = _cli([*args, "--out", str(tmp_path / "o.json")])

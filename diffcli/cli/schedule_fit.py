@@ -27,7 +27,8 @@ int sqrt|l'| dgamma (J's continuum optimum). AYS minimises its KL
 upper bound by coordinate search. The loss curve is measured with --denoiser on the index's held-out split
 (--dataset/--index) - any denoiser of `diffcli sample`, a network from outside included (--denoiser jax|torch|
 diffusers|neural --model ..., with its --model-* flags) - or read from a training log (--loss-file, --loss-kind
-x0|eps|v|edm). Use the result with `diffcli sample --schedule FILE.json --steps K`.
+x0|eps|v|edm; a timestep column maps to sigma through --model-noise, --model-timesteps and --model-beta-*, by
+default the linear-beta 1000-step DDPM). Use the result with `diffcli sample --schedule FILE.json --steps K`.
 """
 
 
@@ -37,7 +38,10 @@ def schedule_fit(
     root: Annotated[str | None, Opt("--root", help="Where a real dataset's files are.")] = None,
     denoiser: Annotated[str | None, Opt("--denoiser", help="Denoiser whose loss curve is measured (default "
                                                             "empirical).")] = None,
-    loss_file: Annotated[str | None, Opt("--loss-file", help="CSV/JSON training log: sigma or timestep, loss.")] = None,
+    loss_file: Annotated[str | None, Opt("--loss-file",
+                                         help="CSV/JSON training log: sigma or timestep, loss (a timestep column "
+                                              "reads through --model-noise/--model-timesteps/--model-beta-*).")
+                         ] = None,
     loss_kind: Annotated[str, Opt("--loss-kind", help="x0|eps|v|edm: what the logged loss predicts.")] = "x0",
     method: Annotated[str, Opt("--method", help="las|ays|edm|log-snr|vp-leading|cosine.")] = "las",
     las_rule: Annotated[str, Opt("--las-rule",
@@ -77,18 +81,20 @@ def schedule_fit(
     if sources > 1:
         raise UsageError("give only one of --dataset, --index and --loss-file.")
     given = {k: v for k, v in denoiser_flags.items() if v is not None}
-    if loss_file is not None and (denoiser is not None or given):
-        used = "--denoiser" if denoiser is not None else flag_name(next(iter(given)))
-        raise UsageError(f"{used} applies when the loss curve is measured (--dataset/--index), not with --loss-file.")
+    if loss_file is not None:
+        measured_only = [k for k in given if k not in LOG_FLAGS]
+        if denoiser is not None or measured_only:
+            used = "--denoiser" if denoiser is not None else flag_name(measured_only[0])
+            raise UsageError(f"{used} applies when the loss curve is measured (--dataset/--index), not with "
+                             "--loss-file.")
     denoiser = denoiser or "empirical"
-    check_denoiser_flags(denoiser, given)
+    if loss_file is None:
+        check_denoiser_flags(denoiser, given)
     _check_out(out, plot and sources > 0, overwrite)  # before the loss curve is measured
     curve, source = None, {}
     if loss_file is not None:
-        from diffcli.schedules.loss import read_loss_log
-
-        curve = read_loss_log(loss_file, loss_kind)
-        source = {"loss_file": os.path.abspath(loss_file), "loss_kind": loss_kind}
+        curve = _read_log(loss_file, loss_kind, given)
+        source = {"loss_file": os.path.abspath(loss_file), "loss_kind": loss_kind, **given}
     elif dataset is not None or index is not None:
         curve, source = _measure(dataset, index, root, denoiser, given, split, examples, n_noise, grid_points,
                                  batch_size, seed, sigma_min, sigma_max)
@@ -131,6 +137,29 @@ def _check_out(out: str, plot: bool, overwrite: bool) -> None:
     for path in targets:
         if os.path.exists(path) and not overwrite:
             raise DiffcliError(f"'{path}' exists; pass --overwrite to replace it or choose another --out.")
+
+
+# With --loss-file, the model flags that say how the log's columns read: its timestep table and EDM's sigma_data.
+LOG_FLAGS = ("model_noise", "model_timesteps", "model_beta_start", "model_beta_end", "model_sigma_data")
+
+
+def _read_log(loss_file: str, loss_kind: str, given: dict):
+    """The loss curve of a training log; a timestep column maps to sigma through the model's timestep table."""
+    from diffcli.models.wrappers import Parameterisation, vp_sigmas
+    from diffcli.schedules.loss import read_loss_log
+
+    if "model_sigma_data" in given and loss_kind != "edm":
+        raise UsageError(f"--model-sigma-data applies to --loss-kind edm, not {loss_kind}.")
+    table_flags = {k: v for k, v in given.items() if k != "model_sigma_data"}
+    p = Parameterisation(**table_flags)
+    if not p.discrete:
+        raise UsageError("with --loss-file, --model-noise says how a timestep column maps to sigma: vp-linear or "
+                         "vp-cosine (a log of a sigma-conditioned model has a sigma column).")
+    if p.model_noise != "vp-linear" and {"model_beta_start", "model_beta_end"} & set(given):
+        raise UsageError(f"--model-beta-start and --model-beta-end apply to --model-noise vp-linear, not "
+                         f"{p.model_noise}.")
+    table = vp_sigmas(p) if table_flags else None
+    return read_loss_log(loss_file, loss_kind, sigma_data=given.get("model_sigma_data", 0.5), timestep_sigmas=table)
 
 
 def _measure(dataset, index, root, denoiser, given, split, examples, n_noise, grid_points, batch_size, seed, lo, hi):
@@ -209,7 +238,8 @@ def denoiser_parameters() -> list[inspect.Parameter]:
     """One keyword parameter per denoiser option field, typed and helped from the field, in one help panel."""
     params = []
     for name, f in denoiser_fields().items():
-        help_text = f"{field_help(f)} For --denoiser {', '.join(flag_owners(name))}."
+        help_text = f"{field_help(f)} For --denoiser {', '.join(flag_owners(name))}"
+        help_text += ", and for a --loss-file's columns." if name in LOG_FLAGS else "."
         params.append(field_parameter(name, f, help_text=help_text, panel="Denoiser options"))
     return params
 

@@ -170,11 +170,12 @@ def _pick(row: dict, names) -> str | None:
     return next((lower[n] for n in names if n in lower), None)
 
 
-def read_loss_log(path, kind: str = "x0", *, sigma_data: float = 0.5) -> LossCurve:
-    """A loss curve from a training log (CSV with header or JSON) with a sigma or DDPM timestep column and a loss.
+def read_loss_log(path, kind: str = "x0", *, sigma_data: float = 0.5, timestep_sigmas=None) -> LossCurve:
+    """A loss curve from a training log (CSV with header or JSON) with a sigma or timestep column and a loss.
 
-    Columns: sigma (or noise_level) | timestep (or t, linear-beta DDPM 0..999, mapped through diffcli.noise);
-    loss (or mse); optional stderr. Rows at the same sigma are averaged, and their spread gives the standard error.
+    Columns: sigma (or noise_level) | timestep (or t: 0..T-1 of a discrete model whose sigma_t is
+    timestep_sigmas[t], by default the linear-beta DDPM of 1000 steps; log sigma linear in between); loss (or mse);
+    optional stderr. Rows at the same sigma are averaged, and their spread gives the standard error.
     """
     if kind not in LOSS_KINDS:
         raise UsageError(f"unknown loss kind '{kind}'; choose from: {', '.join(LOSS_KINDS)}.")
@@ -193,7 +194,11 @@ def read_loss_log(path, kind: str = "x0", *, sigma_data: float = 0.5) -> LossCur
         raise DiffcliError(f"loss file '{path}' has a value that is not a number.") from None
     if np.any(~np.isfinite(x)) or np.any(~np.isfinite(loss)) or np.any(loss < 0):
         raise DiffcliError(f"loss file '{path}' has a non-finite or negative value.")
-    sigma = x if s_col is not None else noise.ddpm_t_to_sigma(x)
+    if s_col is not None and timestep_sigmas is not None:
+        raise UsageError(f"loss file '{path}' has a sigma column; the --model-noise, --model-timesteps and "
+                         "--model-beta-* flags apply to a timestep column only.")
+    table = noise.ddpm_sigmas() if timestep_sigmas is None else timestep_sigmas
+    sigma = x if s_col is not None else noise.table_t_to_sigma(x, table)
     if np.any(sigma <= 0):
         raise DiffcliError(f"loss file '{path}' has a sigma that is not positive.")
     loss = to_x0_loss(loss, sigma, kind, sigma_data=sigma_data)
