@@ -278,7 +278,7 @@ def test_loss_logs_of_other_timestep_tables_map_through_that_table(tmp_path):
     p.write_text("timestep,loss\n10.5,1.0\n20,1.0\n")
     assert read_loss_log(str(p), "x0", timestep_sigmas=table).sigma[1] == pytest.approx(
         np.sqrt(table[10] * table[11]), rel=1e-12)
-    with pytest.raises(UsageError, match=r"\[0, 3999\]"):
+    with pytest.raises(UsageError, match=r"past the 4000 timesteps of the model.s table \[0, 3999\]"):
         p.write_text("t,loss\n4000,1.0\n10,1.0\n")
         read_loss_log(str(p), "x0", timestep_sigmas=table)
     p.write_text("sigma,loss\n1.0,0.5\n0.1,0.1\n")

@@ -175,7 +175,8 @@ def test_schedule_fit_reads_a_log_of_a_cosine_model_through_its_timestep_table(t
     # the same log read through the default 1000-step table is out of range: one sentence, not a silent misread
     res = _cli(["--loss-file", str(log), "--loss-kind", "eps", "--steps", "5", "--out", str(tmp_path / "o.json"),
                 "--no-plot"])
-    assert res.exit_code == 2 and "[0, 999]" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "past the 1000 timesteps" in res.output and "--model-timesteps" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_schedule_fit_measures_a_denoiser_on_an_index(tmp_path):

@@ -198,6 +198,10 @@ def read_loss_log(path, kind: str = "x0", *, sigma_data: float = 0.5, timestep_s
         raise UsageError(f"loss file '{path}' has a sigma column; the --model-noise, --model-timesteps and "
                          "--model-beta-* flags apply to a timestep column only.")
     table = noise.ddpm_sigmas() if timestep_sigmas is None else timestep_sigmas
+    if s_col is None and np.any(x > len(table) - 1):
+        raise UsageError(f"loss file '{path}' has timesteps up to {x.max():g}, past the {len(table)} timesteps of "
+                         f"the model's table [0, {len(table) - 1}]; name its table with --model-timesteps and "
+                         "--model-noise.")
     sigma = x if s_col is not None else noise.table_t_to_sigma(x, table)
     if np.any(sigma <= 0):
         raise DiffcliError(f"loss file '{path}' has a sigma that is not positive.")
