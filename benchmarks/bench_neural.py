@@ -416,6 +416,14 @@ def print_table(res: dict) -> None:
                   f"(steps:error {ladder})")
 
 
+def merged(earlier: dict, res: dict) -> dict:
+    """This run's parts over an earlier run's on the same network (--merge); another network's run is replaced."""
+    config = json.loads(json.dumps(res["network"]["config"], default=float))  # as JSON reads it: tuples are lists
+    if earlier.get("network", {}).get("config") != config:
+        return res
+    return {**earlier, **res, "timings_s": {**earlier.get("timings_s", {}), **res["timings_s"]}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer samples, K up to 20, a shorter ladder")
@@ -444,11 +452,8 @@ def main():
             earlier = json.load(f)
 
     def save(res):
-        doc = res
-        if earlier.get("network", {}).get("config") == res["network"]["config"]:
-            doc = {**earlier, **res, "timings_s": {**earlier.get("timings_s", {}), **res["timings_s"]}}
         with open(out, "w") as f:
-            json.dump(doc, f, indent=2, default=float)
+            json.dump(merged(earlier, res), f, indent=2, default=float)
 
     res = run(args, save)
     save(res)

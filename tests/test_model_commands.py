@@ -158,3 +158,17 @@ def test_diffcli_network_driven_from_outside_equals_the_neural_denoiser(mixture_
     want, got = np.asarray(call(neural, x, sigma)), np.asarray(call(outside, x, sigma))
     assert np.abs(want).max() > 0.01
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * max(1.0, np.abs(want).max()))
+
+
+def test_bench_neural_merge_keeps_the_other_parts_of_the_same_network():
+    from benchmarks.bench_neural import merged
+
+    config = {"kind": "unet", "shape": (3, 16, 16), "mults": (1, 2, 2)}
+    earlier = json.loads(json.dumps({"network": {"config": config}, "picard": {"rows": [1]},
+                                     "timings_s": {"picard": 5.0, "total": 5.0}}))  # as read back from the file
+    res = {"network": {"config": config}, "las": {"rows": [2]}, "timings_s": {"las": 7.0, "total": 7.0}}
+    doc = merged(earlier, res)
+    assert doc["picard"] == {"rows": [1]} and doc["las"] == {"rows": [2]}
+    assert doc["timings_s"] == {"picard": 5.0, "las": 7.0, "total": 7.0}
+    other = {**res, "network": {"config": {**config, "shape": (1, 8, 8)}}}
+    assert merged(earlier, other) is other  # another network's parts are not mixed in
