@@ -279,7 +279,10 @@ def part_colloc(den, shape, *, n: int, ref_steps: int, ladder) -> dict:
     out = {"reference": f"heun {ref_steps} steps (rounds {int(np.max(np.asarray(ref.rounds)))})", "batch": n,
            "collocation": {"grid": "edm 16", "options": "defaults", "error": target,
                            "rounds": int(np.max(np.asarray(col.rounds))), "nfe": int(np.max(np.asarray(col.nfe))),
-                           "seconds": col_s},
+                           "seconds": col_s, "finished": bool(np.all(np.asarray(col.aux["finished"]))),
+                           "windows": int(np.max(np.asarray(col.aux["windows"]))),
+                           "rejected": int(np.max(np.asarray(col.aux["rejected"]))),
+                           "sigma_reached": float(np.max(np.asarray(col.aux["sigma_reached"])))},
            "classic": {}}
     for name in ("heun", "dpmpp-2m"):
         rows = []

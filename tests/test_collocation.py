@@ -235,3 +235,22 @@ def test_windows_adapt_to_the_roughness_of_the_flow():
     assert 0.05 < mid[shortest] < 5.0, (mid, lengths)  # R = 2, std = 1/3: the modes separate there
     assert lengths[shortest] < 0.6 * max(lengths[0], lengths[-1]), lengths
     assert int(smooth.aux["windows"]) < k
+
+
+def test_a_run_stopped_at_the_window_cap_is_refused_not_returned(monkeypatch):
+    """Collocation that reaches its cap on windows before sigma_min reports it (finished False, the sigma reached), and
+    `generate` turns that into one sentence instead of handing on an unfinished sample."""
+    import diffcli.solvers.collocation as collocation
+    from diffcli.errors import DiffcliError
+    from diffcli.sample.batches import generate
+
+    monkeypatch.setattr(collocation, "MAX_WINDOWS", 3)
+    sig = karras_sigmas(8)
+    den = separated_mixture()
+    x_t = jnp.asarray(80.0 * np.random.default_rng(3).standard_normal((2, 16)), jnp.float32)
+    res = get_solver("collocation")(den, x_t, jnp.asarray(sig, jnp.float32), colloc_tol=1e-4)
+    reached = float(res.aux["sigma_reached"])
+    assert not bool(res.aux["finished"]) and reached > 2 * sig[-2]
+    with pytest.raises(DiffcliError, match=rf"stopped at sigma=[0-9.]+, short of sigma={sig[-2]:.4g}, at its cap"):
+        generate(denoiser=den, solver=get_solver("collocation"), sigmas=sig, shape=(16,), ids=range(2), seed=0,
+                 batch_size=2, solver_options={"colloc_tol": 1e-4})

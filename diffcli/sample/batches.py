@@ -80,6 +80,18 @@ def _run_batch(solver, options, denoiser, x_t, sigmas, keys):
     return solver(denoiser, x_t, sigmas, key=keys, **options)
 
 
+def check_finished(aux, sigmas) -> None:
+    """A solver that stopped short of the grid's end (collocation after its cap on windows) is one sentence, never a
+    sample handed on as if it were finished."""
+    if not isinstance(aux, dict) or "finished" not in aux or np.all(to_host(aux["finished"])):
+        return
+    reached = float(np.max(to_host(aux["sigma_reached"]))) if "sigma_reached" in aux else float("nan")
+    last = float(np.min(np.asarray(sigmas)[np.asarray(sigmas) > 0]))
+    raise DiffcliError(f"collocation stopped at sigma={reached:.4g}, short of sigma={last:.4g}, at its cap on "
+                       "windows (the denoiser is rougher in sigma than --colloc-tol allows); loosen --colloc-tol, fix "
+                       "the windows with --colloc-windows, or use another solver.")
+
+
 def generate(*, denoiser, solver, sigmas, shape, ids, seed: int, batch_size: int, solver_options=None,
              progress=None, run_size: int | None = None) -> SampleRun:
     """Run `solver` over the samples `ids` in batches of `batch_size` (the last batch padded, one compile).
@@ -108,6 +120,7 @@ def generate(*, denoiser, solver, sigmas, shape, ids, seed: int, batch_size: int
                 f"sampling produced NaN or inf at step {step} (sigma={float(sigmas[step]):.4g}); "
                 "try more steps, another solver or another schedule."
             )
+        check_finished(res.aux, sigmas)
         outs.append(x0)
         starts.append(np.asarray(x_t)[: len(part)])
         nfe, rounds = max(nfe, int(np.max(to_host(res.nfe)))), max(rounds, int(np.max(to_host(res.rounds))))

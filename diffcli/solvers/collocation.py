@@ -231,5 +231,5 @@ def sample_collocation(denoiser, x_T, sigmas, *, key=None, **options):
     final = to_zero.astype(jnp.int32)
     finished = (out.u - u_end <= 1e-9 * jnp.abs(span)) if adaptive else out.accepted == windows
     aux = {"nonfinite_step": bad, "windows": out.accepted, "rejected": out.attempts - out.accepted,
-           "sigma_starts": jnp.exp(out.starts), "finished": finished}
+           "sigma_starts": jnp.exp(out.starts), "finished": finished, "sigma_reached": jnp.exp(out.u)}
     return SampleResult(x, out.rounds * n + final, out.rounds + final, aux)
